@@ -1,0 +1,1 @@
+"""Ray cluster launcher and KubeRay definitions, runtime env, job submission helpers."""

@@ -1,0 +1,1 @@
+"""FID / IS / precision-recall / CLIP score, guidance sweeps, Elo, reports."""

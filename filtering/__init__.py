@@ -1,0 +1,1 @@
+"""CLIP features, SVM filters, threshold tuning, active learning, labelling."""

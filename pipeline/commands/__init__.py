@@ -1,0 +1,1 @@
+"""One module per `glide` subcommand; see `pipeline.cli`."""

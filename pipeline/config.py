@@ -1,0 +1,134 @@
+"""Pipeline config: one YAML file, one section per stage, validated into typed objects.
+
+Unknown keys, wrong types and missing files are `UserError`s that name the key
+and the file. CLI flags override config values through `override()`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import UserError
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, values re-validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(Section):
+    address: Optional[str] = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None starts an embedded local Ray"
+    )
+    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs for the embedded Ray (default: all)")
+    dashboard: bool = Field(False, description="start the dashboard of the embedded Ray (bound to 127.0.0.1)")
+    log_to_driver: bool = Field(False, description="show Ray worker logs in this terminal")
+
+
+class SampleWorldConfig(Section):
+    count: int = Field(2000, ge=1, description="number of good images in the world")
+    seed: int = Field(0, description="random seed; the world is a pure function of it")
+    image_size: int = Field(128, ge=16, le=4096, description="side of the generated images (pixels)")
+    people_fraction: float = Field(0.1, ge=0, le=1, description="fraction of images with a stick figure")
+    violence_fraction: float = Field(0.1, ge=0, le=1, description="fraction with a blade glyph")
+    hate_fraction: float = Field(0.1, ge=0, le=1, description="fraction with the marker glyph")
+    bad_rows: bool = Field(True, description="add 404s, a non-image, a truncated JPEG, an oversized image, a slow URL")
+    host: str = Field("127.0.0.1", description="address the sample-world server binds to")
+    port: int = Field(0, ge=0, le=65535, description="port of the server (0: any free port)")
+
+
+class IngestConfig(Section):
+    url_col: str = Field("url", description="column holding the image URL")
+    caption_col: str = Field("caption", description="column holding the caption")
+    input_format: Optional[Literal["parquet", "csv", "tsv", "jsonl"]] = Field(
+        None, description="format of the URL lists (default: from the file extension)"
+    )
+    image_size: int = Field(256, ge=8, le=8192, description="output size (pixels) of the smaller side")
+    resize_mode: Literal["keep_ratio", "center_crop", "no"] = Field(
+        "keep_ratio", description="keep_ratio: smaller side to image_size; center_crop: square crop; no: as downloaded"
+    )
+    resize_only_if_bigger: bool = Field(False, description="never upscale small images")
+    output_format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="encoding of stored images")
+    encode_quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality")
+    shard_size: int = Field(10000, ge=1, description="pairs per shard")
+    threads: int = Field(32, ge=1, description="download threads inside each Ray task")
+    timeout: float = Field(10.0, gt=0, description="total seconds allowed per request")
+    retries: int = Field(0, ge=0, description="download retries per URL")
+    shard_retries: int = Field(3, ge=0, description="retries of a failed shard task before the stage gives up")
+    max_image_bytes: int = Field(20_000_000, ge=1, description="largest download accepted (bytes)")
+    max_pixels: int = Field(89_478_485, ge=1, description="decompression-bomb limit (pixels of the source image)")
+    min_image_size: int = Field(0, ge=0, description="reject images whose smaller side is below this")
+    allow_private_networks: bool = Field(
+        False, description="allow hosts on private, loopback, link-local or reserved addresses"
+    )
+    disallowed_header_directives: list[str] = Field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"],
+        description="X-Robots-Tag directives that opt an image out (img2dataset's default)",
+    )
+    user_agent_token: Optional[str] = Field("glide-pipeline", description="token added to the User-Agent")
+
+
+class PipelineConfig(Section):
+    """The whole pipeline config; every section optional with defaults."""
+
+    ray: RayConfig = Field(default_factory=RayConfig)
+    sample_world: SampleWorldConfig = Field(default_factory=SampleWorldConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _validation_error(err: ValidationError, source: str) -> UserError:
+    first = err.errors()[0]
+    key = _format_loc(first["loc"])
+    if first["type"] == "extra_forbidden":
+        return UserError(f"{source}: unknown config key '{key}'")
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return UserError(f"{source}: config key '{key}': {first['msg']}{shown}")
+
+
+def load_config(path: str | os.PathLike | None) -> PipelineConfig:
+    """Read and validate a pipeline config; None gives the defaults."""
+    if path is None:
+        return PipelineConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{p}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: a pipeline config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise _validation_error(e, str(p)) from None
+
+
+def override(section: Section, values: dict[str, Any], source: str = "command line") -> Section:
+    """Apply CLI flag values (None means 'not given') on top of a config section."""
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key not in type(section).model_fields:
+            raise UserError(f"{source}: unknown config key '{key}'")
+        try:
+            setattr(section, key, value)
+        except ValidationError as e:
+            raise _validation_error(e, source) from None
+    return section
+
+
+def to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,37 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture
+def glide_cli():
+    """Run the `glide` CLI in-process: returns (exit_code, stdout, stderr)."""
+    from pipeline.cli import main
+
+    def run(*argv, capsys=None):
+        return main([str(a) for a in argv])
+
+    return run
+
+
+def run_glide(*argv, timeout=600, env=None, cwd=None):
+    """Run `glide` as a real subprocess (what a user does)."""
+    import subprocess
+
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *map(str, argv)],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or REPO,
+    )
+
+
+@pytest.fixture
+def glide():
+    return run_glide

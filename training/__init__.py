@@ -1,0 +1,1 @@
+"""GLIDE models, diffusion maths, samplers, tokenizers, checkpoints, trainer."""
