@@ -16,6 +16,11 @@ from pipeline.errors import StageFailed, UserError
 # Order here is the order in `glide --help`.
 COMMAND_MODULES = [
     "pipeline.commands.config_cmd",
+    "pipeline.commands.ingest_cmd",
+    "pipeline.commands.model_cmd",
+    "pipeline.commands.checkpoint_cmd",
+    "pipeline.commands.sample_world_cmd",
+    "pipeline.commands.plan_memory_cmd",
 ]
 
 

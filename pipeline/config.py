@@ -34,12 +34,23 @@ class SampleWorldConfig(Section):
     count: int = Field(2000, ge=1, description="number of good images in the world")
     seed: int = Field(0, description="random seed; the world is a pure function of it")
     image_size: int = Field(128, ge=16, le=4096, description="side of the generated images (pixels)")
+    max_shapes: int = Field(3, ge=1, le=4, description="most shapes per scene (1: one big shape per image)")
     people_fraction: float = Field(0.1, ge=0, le=1, description="fraction of images with a stick figure")
     violence_fraction: float = Field(0.1, ge=0, le=1, description="fraction with a blade glyph")
     hate_fraction: float = Field(0.1, ge=0, le=1, description="fraction with the marker glyph")
+    caption_mentions_fraction: float = Field(
+        0.5, ge=0, le=1, description="chance that a caption mentions a category glyph present in its image"
+    )
+    png_fraction: float = Field(0.1, ge=0, le=1, description="fraction of images stored as PNG instead of JPEG")
     bad_rows: bool = Field(True, description="add 404s, a non-image, a truncated JPEG, an oversized image, a slow URL")
     host: str = Field("127.0.0.1", description="address the sample-world server binds to")
     port: int = Field(0, ge=0, le=65535, description="port of the server (0: any free port)")
+    slow_seconds: float = Field(
+        15.0, gt=0, le=600, description="delay of the slow URL (longer than a short ingest timeout)"
+    )
+    oversized_side: int = Field(
+        20000, ge=1000, le=65535, description="side of the oversized (decompression-bomb) PNG"
+    )
 
 
 class IngestConfig(Section):

@@ -1,0 +1,487 @@
+"""The sample world: a synthetic captioned image world, a pure function of a seed.
+
+Each image is a scene of coloured shapes on a flat coloured background, captioned
+from the scene ("a small red circle above a large blue square on a green
+background"). Some images also carry stand-ins for the three filtered categories:
+a stick figure (people), a blade glyph (violence) and a designated marker glyph,
+a ring around three dots (hate symbols). The caption mentions a glyph only
+sometimes; the ground truth lives in `truth.parquet`:
+
+    image_id   "000042"                  path      "images/000042.jpg" (relative)
+    caption    the text a crawler sees   scene     JSON, see `make_scene`
+    people, violence, hate   bool        mentioned list of categories the caption names
+    format, width, height, n_shapes
+
+Layout of a world directory:
+
+    DIR/images/<image_id>.jpg|png   DIR/truth.parquet   DIR/index.html (first images, for people)
+    DIR/world.json                  written last: the generating config and counts
+    DIR/urls.parquet                `write_url_list`, once a server address is known
+
+Same seed and config => byte-identical files. Rendering is 4x supersampled so
+edges are clean; a one-shape scene is one big centred shape.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+import math
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from pipeline.errors import UserError
+
+WORLD_FORMAT = "glide-sample-world"
+WORLD_VERSION = 1
+
+# Named colours, far apart in RGB so names are unambiguous to a viewer and a model.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 35),
+    "orange": (245, 135, 20),
+    "yellow": (250, 220, 40),
+    "green": (40, 165, 60),
+    "blue": (35, 75, 220),
+    "purple": (135, 50, 180),
+    "pink": (245, 130, 195),
+    "brown": (125, 75, 35),
+    "black": (20, 20, 20),
+    "white": (245, 245, 245),
+    "gray": (135, 135, 135),
+}
+SHAPE_KINDS = ("circle", "square", "triangle", "star", "diamond", "hexagon")
+SIZES = ("small", "large")
+RELATIONS = ("to the left of", "to the right of", "above", "below")
+CATEGORIES = ("people", "violence", "hate")
+GLYPHS = {"people": "stick_figure", "violence": "blade", "hate": "marker"}
+CATEGORY_PHRASES = {"people": "a person", "violence": "a knife", "hate": "a strange symbol"}
+
+# Config keys that define the world (the rest, e.g. host/port, only affect serving).
+WORLD_KEYS = ("count", "seed", "image_size", "max_shapes", "people_fraction", "violence_fraction",
+              "hate_fraction", "caption_mentions_fraction", "png_fraction")
+
+SUPERSAMPLE = 4
+GLYPH_STRIP = 0.34  # share of the side given to category glyphs when an image has any
+_IMAGE_NAME = re.compile(r"^\d{6,}\.(jpg|png)$")
+
+
+def derive_rng(seed: int, *parts) -> random.Random:
+    """An independent RNG for (seed, parts): stable across runs, platforms and Python versions."""
+    text = ":".join(str(p) for p in ("sample-world", seed, *parts))
+    return random.Random(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big"))
+
+
+# ---------------------------------------------------------------- scene model
+
+def _shape(kind: str, colour: str, size: str, x: float, y: float, radius: float) -> dict:
+    return {"kind": kind, "colour": colour, "size": size,
+            "position": [round(x, 4), round(y, 4)], "radius": round(radius, 4)}
+
+
+def _layout_shapes(rng: random.Random, n: int, colours: list[str]) -> tuple[list[dict], str | None]:
+    """Shapes in unit coordinates (x right, y down) and the relation of a 2-shape scene."""
+    kinds = [rng.choice(SHAPE_KINDS) for _ in range(n)]
+    if n == 1:  # big and clean: what a tiny model learns first
+        return [_shape(kinds[0], colours[0], "large", 0.5 + rng.uniform(-0.04, 0.04),
+                       0.5 + rng.uniform(-0.04, 0.04), 0.3)], None
+    sizes = [rng.choice(SIZES) for _ in range(n)]
+    if n == 2:
+        relation = rng.choice(RELATIONS)
+        first_low = relation in ("to the left of", "above")  # first shape at the smaller coordinate
+        along = (0.27, 0.73) if first_low else (0.73, 0.27)
+        shapes = []
+        for k in range(2):
+            r = 0.21 if sizes[k] == "large" else 0.12
+            a, c = along[k], 0.5 + rng.uniform(-0.08, 0.08)
+            x, y = (a, c) if relation in ("to the left of", "to the right of") else (c, a)
+            shapes.append(_shape(kinds[k], colours[k], sizes[k], x, y, r))
+        return shapes, relation
+    cell = 1.0 / n  # a row, described left to right
+    return [_shape(kinds[k], colours[k], sizes[k], (k + 0.5) * cell, 0.5 + rng.uniform(-0.1, 0.1),
+                   cell * (0.42 if sizes[k] == "large" else 0.27)) for k in range(n)], None
+
+
+def _ink(background: str) -> str:
+    """Black or white, whichever stands out on `background`."""
+    r, g, b = PALETTE[background]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 110 else "white"
+
+
+def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = ()) -> dict:
+    """A random scene. Returns the JSON-able truth the image is rendered from:
+
+    {"background": "blue", "relation": "above" | None,
+     "shapes": [{"kind", "colour", "size", "position": [x, y], "radius"}, ...],
+     "glyphs": [{"category", "glyph", "ink", "position": [x, y], "radius", "angle"}, ...]}
+    Positions are centres in [0, 1] image coordinates (y down); radius is half the extent.
+    """
+    background = rng.choice(list(PALETTE))
+    n = rng.randint(1, max_shapes)
+    colours = rng.sample([c for c in PALETTE if c != background], n)
+    shapes, relation = _layout_shapes(rng, n, colours)
+    categories = [c for c in CATEGORIES if c in set(categories)]
+    glyphs = []
+    if categories:
+        # Glyphs get a strip along one side; the scene shrinks uniformly into the rest.
+        side = rng.choice(("left", "right", "top", "bottom"))
+        s = 1 - GLYPH_STRIP
+        ox = GLYPH_STRIP if side == "left" else 0.0
+        oy = GLYPH_STRIP if side == "top" else 0.0
+        if side in ("left", "right"):
+            oy = (1 - s) / 2
+        else:
+            ox = (1 - s) / 2
+        for sh in shapes:
+            x, y = sh["position"]
+            sh["position"] = [round(ox + s * x, 4), round(oy + s * y, 4)]
+            sh["radius"] = round(sh["radius"] * s, 4)
+        order = rng.sample(categories, len(categories))
+        cell = 1.0 / len(order)
+        r = min(0.15, 0.45 * cell)
+        across = GLYPH_STRIP / 2 if side in ("left", "top") else 1 - GLYPH_STRIP / 2
+        for k, cat in enumerate(order):
+            along = (k + 0.5) * cell + rng.uniform(-1, 1) * (cell / 2 - r) * 0.5
+            x, y = (across, along) if side in ("left", "right") else (along, across)
+            angle = rng.choice((-1, 1)) * rng.uniform(30, 60) if cat == "violence" else 0.0
+            glyphs.append({"category": cat, "glyph": GLYPHS[cat], "ink": _ink(background),
+                           "position": [round(x, 4), round(y, 4)], "radius": round(r, 4),
+                           "angle": round(angle, 2)})
+    return {"background": background, "relation": relation, "shapes": shapes, "glyphs": glyphs}
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def describe_scene(scene: dict) -> str:
+    """The scene part of a caption, e.g. 'a small red circle above a large blue square on a green background'."""
+    shapes = scene["shapes"]
+    bg = f"on {_a(scene['background'])} background"
+    if len(shapes) == 1:
+        s = shapes[0]
+        return f"{_a(s['colour'])} {s['kind']} {bg}"
+    names = [f"a {s['size']} {s['colour']} {s['kind']}" for s in shapes]
+    if len(shapes) == 2:
+        return f"{names[0]} {scene['relation']} {names[1]} {bg}"
+    return f"{', '.join(names[:-1])} and {names[-1]} from left to right {bg}"
+
+
+def caption_for(scene: dict, mentioned: Iterable[str]) -> str:
+    """Caption = scene description, plus the glyphs the caption happens to mention."""
+    phrases = [CATEGORY_PHRASES[c] for c in CATEGORIES if c in set(mentioned)]
+    text = describe_scene(scene)
+    if phrases:
+        joined = phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
+        text += f", with {joined}"
+    return text
+
+
+# ---------------------------------------------------------------- rendering
+
+def _regular(cx: float, cy: float, r: float, n: int, start_deg: float) -> list[tuple[float, float]]:
+    return [(cx + r * math.cos(math.radians(start_deg + 360 * k / n)),
+             cy + r * math.sin(math.radians(start_deg + 360 * k / n))) for k in range(n)]
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, fill) -> None:
+    if kind == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif kind == "square":
+        h = r * 0.85  # a square of "radius" r looks bigger than a circle of radius r
+        draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
+    elif kind == "triangle":  # pointing up; moved down so its box is centred
+        draw.polygon(_regular(cx, cy + r * 0.25, r * 1.1, 3, -90), fill=fill)
+    elif kind == "star":
+        outer = _regular(cx, cy + r * 0.1, r * 1.05, 5, -90)
+        inner = _regular(cx, cy + r * 0.1, r * 0.47, 5, -54)
+        draw.polygon([p for pair in zip(outer, inner) for p in pair], fill=fill)
+    elif kind == "diamond":
+        draw.polygon(_regular(cx, cy, r * 1.05, 4, -90), fill=fill)
+    elif kind == "hexagon":
+        draw.polygon(_regular(cx, cy, r, 6, 0), fill=fill)
+    else:
+        raise ValueError(f"unknown shape kind {kind!r}")
+
+
+def _draw_glyph(draw: ImageDraw.ImageDraw, glyph: dict, cx: float, cy: float, h: float) -> None:
+    ink = PALETTE[glyph["ink"]]
+    if glyph["glyph"] == "stick_figure":
+        w = max(1, round(h * 0.13))
+        hr = h * 0.24
+        draw.ellipse((cx - hr, cy - 0.9 * h, cx + hr, cy - 0.9 * h + 2 * hr), fill=ink)
+        draw.line([(cx, cy - 0.45 * h), (cx, cy + 0.3 * h)], fill=ink, width=w)  # body
+        draw.line([(cx - 0.5 * h, cy + 0.05 * h), (cx, cy - 0.3 * h), (cx + 0.5 * h, cy + 0.05 * h)],
+                  fill=ink, width=w, joint="curve")  # arms
+        draw.line([(cx - 0.42 * h, cy + 0.95 * h), (cx, cy + 0.3 * h), (cx + 0.42 * h, cy + 0.95 * h)],
+                  fill=ink, width=w, joint="curve")  # legs
+    elif glyph["glyph"] == "blade":
+        a = math.radians(glyph["angle"])
+        ca, sa = math.cos(a), math.sin(a)
+
+        def at(u: float, v: float) -> tuple[float, float]:  # knife axis u, across v (units of h)
+            return cx + h * (u * ca - v * sa), cy + h * (u * sa + v * ca)
+
+        outline = (40, 40, 45)
+        ow = max(1, round(h * 0.05))
+        draw.polygon([at(-0.95, -0.11), at(-0.45, -0.11), at(-0.45, 0.11), at(-0.95, 0.11)],
+                     fill=(110, 60, 25), outline=outline, width=ow)  # handle
+        draw.polygon([at(-0.47, -0.24), at(-0.37, -0.24), at(-0.37, 0.24), at(-0.47, 0.24)],
+                     fill=outline)  # guard
+        draw.polygon([at(-0.37, -0.14), at(0.95, -0.14), at(0.5, 0.15), at(-0.37, 0.15)],
+                     fill=(205, 210, 220), outline=outline, width=ow)  # blade
+    elif glyph["glyph"] == "marker":  # the designated stand-in: a ring around three dots
+        w = max(1, round(h * 0.17))
+        draw.ellipse((cx - 0.92 * h, cy - 0.92 * h, cx + 0.92 * h, cy + 0.92 * h), outline=ink, width=w)
+        for px, py in _regular(cx, cy + 0.04 * h, 0.36 * h, 3, -90):
+            dr = 0.17 * h
+            draw.ellipse((px - dr, py - dr, px + dr, py + dr), fill=ink)
+    else:
+        raise ValueError(f"unknown glyph {glyph['glyph']!r}")
+
+
+def render_scene(scene: dict, size: int) -> Image.Image:
+    """Draw `scene` (see `make_scene`) as a size x size RGB image."""
+    n = size * SUPERSAMPLE
+    img = Image.new("RGB", (n, n), PALETTE[scene["background"]])
+    draw = ImageDraw.Draw(img)
+    for s in scene["shapes"]:
+        x, y = s["position"]
+        _draw_shape(draw, s["kind"], x * n, y * n, s["radius"] * n, PALETTE[s["colour"]])
+    for g in scene["glyphs"]:
+        x, y = g["position"]
+        _draw_glyph(draw, g, x * n, y * n, g["radius"] * n)
+    return img.reduce(SUPERSAMPLE)
+
+
+def encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        img.save(buf, "JPEG", quality=92, subsampling=0)  # 4:4:4 keeps coloured edges crisp
+    else:
+        img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- the world
+
+TRUTH_SCHEMA = pa.schema([
+    ("image_id", pa.string()), ("path", pa.string()), ("format", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("caption", pa.string()), ("scene", pa.string()),
+    ("n_shapes", pa.int32()), ("people", pa.bool_()), ("violence", pa.bool_()), ("hate", pa.bool_()),
+    ("mentioned", pa.list_(pa.string())),
+])
+
+@dataclass
+class WorldInfo:
+    """What `generate_world` made (or found already made) in `root`."""
+
+    root: Path
+    count: int
+    config: dict
+    categories: dict[str, int]
+    formats: dict[str, int]
+    seconds: float
+    generated: bool = True  # False: an identical world was already there
+
+    @property
+    def truth_path(self) -> Path:
+        return self.root / "truth.parquet"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+
+def world_config(cfg) -> dict:
+    """The part of a SampleWorldConfig that determines the world's content."""
+    return {k: getattr(cfg, k) for k in WORLD_KEYS}
+
+
+def assign_categories(seed: int, count: int, fractions: dict[str, float]) -> dict[str, set[int]]:
+    """Exactly round(fraction * count) images per category, chosen independently per category."""
+    return {cat: set(derive_rng(seed, "categories", cat).sample(range(count), round(fractions[cat] * count)))
+            for cat in CATEGORIES}
+
+
+def image_row(index: int, cfg: dict, categories: list[str]) -> tuple[dict, Image.Image]:
+    """Scene, caption and image for one index: a pure function of (seed, index, config)."""
+    rng = derive_rng(cfg["seed"], "image", index)
+    scene = make_scene(rng, cfg["max_shapes"], categories)
+    mentioned = [c for c in categories if rng.random() < cfg["caption_mentions_fraction"]]
+    fmt = "png" if rng.random() < cfg["png_fraction"] else "jpeg"
+    image_id = f"{index:06d}"
+    row = {
+        "image_id": image_id,
+        "path": f"images/{image_id}.{'png' if fmt == 'png' else 'jpg'}",
+        "format": fmt, "width": cfg["image_size"], "height": cfg["image_size"],
+        "caption": caption_for(scene, mentioned),
+        "scene": json.dumps(scene, sort_keys=True, separators=(",", ":")),
+        "n_shapes": len(scene["shapes"]),
+        "people": "people" in categories, "violence": "violence" in categories, "hate": "hate" in categories,
+        "mentioned": mentioned,
+    }
+    return row, render_scene(scene, cfg["image_size"])
+
+
+def _read_world_json(root: Path) -> dict | None:
+    try:
+        return json.loads((root / "world.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _prepare_dir(root: Path) -> None:
+    """Refuse to spray images into a directory that holds something else; clear an old world."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: exists and is not a directory")
+    if root.is_dir() and any(root.iterdir()) and not (root / "world.json").exists() \
+            and not (root / "images").is_dir():
+        raise UserError(f"{root}: directory is not empty and holds no sample world; choose a new directory")
+    (root / "world.json").unlink(missing_ok=True)
+    images = root / "images"
+    if images.is_dir():
+        for p in images.iterdir():
+            if _IMAGE_NAME.match(p.name):
+                p.unlink()
+    for name in ("truth.parquet", "urls.parquet", "index.html"):
+        (root / name).unlink(missing_ok=True)
+    images.mkdir(parents=True, exist_ok=True)
+
+
+def _write_index_html(root: Path, rows: list[dict], limit: int = 200) -> None:
+    cells = []
+    for r in rows[:limit]:
+        labels = " ".join(c for c in CATEGORIES if r[c])
+        cells.append(f'<figure><img src="{r["path"]}" width="128" height="128" loading="lazy">'
+                     f'<figcaption>{html.escape(r["caption"])}'
+                     f'{f" <b>[{labels}]</b>" if labels else ""}</figcaption></figure>')
+    (root / "index.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>sample world</title>"
+        "<style>body{font:13px sans-serif}figure{display:inline-block;width:150px;vertical-align:top;"
+        "margin:6px}b{color:#b00}</style>\n"
+        f"<h1>Sample world: first {min(limit, len(rows))} of {len(rows)} images</h1>\n"
+        + "\n".join(cells) + "\n")
+
+
+def generate_world(cfg, out_dir: str | os.PathLike, *, progress: bool = False) -> WorldInfo:
+    """Render `cfg.count` images into `out_dir` with the truth table; skip if already there.
+
+    `cfg` is a `pipeline.config.SampleWorldConfig`. Deterministic: same config,
+    byte-identical files. Single process: 2000 images of 128 px take a few seconds.
+    """
+    t0 = time.perf_counter()
+    root = Path(out_dir)
+    wc = world_config(cfg)
+    old = _read_world_json(root)
+    if old and old.get("version") == WORLD_VERSION and old.get("config") == wc \
+            and (root / "truth.parquet").is_file():
+        return WorldInfo(root, old["images"], wc, old["categories"], old["formats"],
+                         time.perf_counter() - t0, generated=False)
+    _prepare_dir(root)
+    fractions = {c: wc[f"{c}_fraction"] for c in CATEGORIES}
+    chosen = assign_categories(wc["seed"], wc["count"], fractions)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=wc["count"], unit="img", desc="sample world", disable=None)
+    rows = []
+    for i in range(wc["count"]):
+        row, img = image_row(i, wc, [c for c in CATEGORIES if i in chosen[c]])
+        (root / row["path"]).write_bytes(encode(img, row["format"]))
+        rows.append(row)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    table = pa.Table.from_pylist(rows, schema=TRUTH_SCHEMA)
+    tmp = root / "truth.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(root / "truth.parquet")
+    _write_index_html(root, rows)
+    categories = {c: len(chosen[c]) for c in CATEGORIES}
+    formats = {f: sum(r["format"] == f for r in rows) for f in ("jpeg", "png")}
+    meta = {"format": WORLD_FORMAT, "version": WORLD_VERSION, "config": wc, "images": len(rows),
+            "categories": categories, "formats": formats}
+    (root / "world.json").write_text(json.dumps(meta, indent=2) + "\n")  # last: marks a finished world
+    return WorldInfo(root, len(rows), wc, categories, formats, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- the URL list
+
+@dataclass(frozen=True)
+class BadRowKind:
+    """One bad row of the URL list: where `SampleWorldServer` serves it and what ingest should record."""
+
+    name: str
+    path: str    # URL path on the server
+    reason: str  # the reject reason an ingest stage should give it (ARCHITECTURE.md rejects schema)
+    what: str
+
+
+# Every URL list written with bad_rows=True holds exactly these rows, once each, in this order.
+BAD_ROW_KINDS: tuple[BadRowKind, ...] = (
+    BadRowKind("missing_image", "/images/missing-000000.jpg", "http_404", "an image name the world lacks"),
+    BadRowKind("missing_route", "/gone/picture.png", "http_404", "a path the server does not know"),
+    BadRowKind("not_image", "/bad/not-image.jpg", "not_image", "an HTML page served with 200 text/html"),
+    BadRowKind("truncated", "/bad/truncated.jpg", "decode_error", "the first half of a JPEG"),
+    BadRowKind("oversized", "/bad/oversized.png", "too_large",
+               "a small PNG whose header says oversized_side x oversized_side pixels"),
+    BadRowKind("slow", "/bad/slow.jpg", "timeout",
+               "a good JPEG sent after slow_seconds (a timeout when the ingest timeout is shorter)"),
+    BadRowKind("opt_out", "/bad/opt-out.jpg", "opt_out", "a good JPEG with X-Robots-Tag: noai, noimageai"),
+)
+REDIRECT_EVERY = 50  # image rows 0, 50, 100, ... are listed via /redirect/ (a 302 to /images/)
+URLS_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("image_id", pa.string())])
+
+
+def read_world(world_dir: str | os.PathLike) -> dict:
+    """world.json of a finished world; UserError if `world_dir` holds none."""
+    meta = _read_world_json(Path(world_dir))
+    if not meta or meta.get("format") != WORLD_FORMAT:
+        raise UserError(f"{world_dir}: not a sample world (no valid world.json); run `glide sample-world -o DIR`")
+    return meta
+
+
+def bad_row_caption(seed: int, k: int) -> str:
+    """A plausible caption for bad row `k`: a scene description like any other."""
+    return describe_scene(make_scene(derive_rng(seed, "bad-row", k), 2))
+
+
+def write_url_list(world_dir: str | os.PathLike, base_url: str, path: str | os.PathLike | None = None,
+                   bad_rows: bool = True) -> Path:
+    """Write the crawl input for a served world: columns url, caption, image_id (null on bad rows).
+
+    One row per image (every REDIRECT_EVERY-th through /redirect/), plus, with
+    `bad_rows`, one row per `BAD_ROW_KINDS` entry spread evenly through the list.
+    Every (url, caption) pair is distinct. Default path: world_dir/urls.parquet.
+    """
+    root = Path(world_dir)
+    meta = read_world(root)
+    base = base_url.rstrip("/")
+    good = []
+    for i, r in enumerate(pq.read_table(root / "truth.parquet", columns=["image_id", "path", "caption"])
+                          .to_pylist()):
+        route = f"redirect/{Path(r['path']).name}" if i % REDIRECT_EVERY == 0 else r["path"]
+        good.append({"url": f"{base}/{route}", "caption": r["caption"], "image_id": r["image_id"]})
+    bad = [{"url": base + kind.path, "caption": bad_row_caption(meta["config"]["seed"], k), "image_id": None}
+           for k, kind in enumerate(BAD_ROW_KINDS)] if bad_rows else []
+    total = len(good) + len(bad)
+    at = {math.floor((j + 1) * total / (len(bad) + 1) + 0.5) for j in range(len(bad))}  # distinct, spread
+    good_it, bad_it = iter(good), iter(bad)
+    rows = [next(bad_it) if pos in at else next(good_it) for pos in range(total)]
+    out = Path(path) if path is not None else root / "urls.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=URLS_SCHEMA), tmp)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,221 @@
+"""Import openai/glide-text2im's released checkpoint files into checkpoint folders.
+
+    base.pt, upsample.pt, base_inpaint.pt, upsample_inpaint.pt   torch state dicts of Text2ImUNet
+        and its variants, keys exactly as training.nn's (so conversion is a check plus a dtype cast)
+    clip_image_enc.pt, clip_text_enc.pt   the noised CLIP's two towers (training.import_clip converts
+        them; importing both into one folder joins them)
+
+Files are read with torch.load(weights_only=True): a file that needs more of pickle than tensors is
+refused. Whatever dtype a tensor is stored in (glide's convert_to_fp16() leaves torso convs, the
+transformer's linears, token embedding and transformer_proj in float16), the checkpoint stores it as
+float32, the dtype the model is built in; float16 -> float32 is exact. The GPT-2 vocabulary
+(encoder.json + vocab.bpe, plain or gzipped) is stored in the checkpoint's tokenizer/.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import pickle
+import sys
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+# glide-text2im checkpoint kind -> the released config in configs/models/
+GLIDE_KINDS = {
+    "base": "glide-filtered-base",
+    "upsample": "glide-filtered-upsampler",
+    "base-inpaint": "glide-filtered-base-inpaint",
+    "upsample-inpaint": "glide-filtered-upsampler-inpaint",
+}
+CLIP_KINDS = ("clip-image", "clip-text")
+KINDS = tuple(GLIDE_KINDS) + CLIP_KINDS
+# ModelConfig.kind each glide kind must have
+MODEL_KIND = {"base": "base", "upsample": "upsampler", "base-inpaint": "base-inpaint",
+              "upsample-inpaint": "upsampler-inpaint"}
+SOURCE_REPO = "openai/glide-text2im"
+
+
+def _say(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def read_torch_state_dict(src: str | os.PathLike) -> dict:
+    """A released .pt file as {name: tensor}, without unpickling anything but tensors."""
+    import torch
+
+    src = Path(src)
+    if not src.is_file():
+        raise UserError(f"{src}: no such file")
+    try:
+        try:
+            obj = torch.load(src, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(src, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
+        raise UserError(f"{src}: refused: holds more than tensors (torch.load weights_only): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{src}: not a readable torch checkpoint: {first}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{src}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise UserError(f"{src}: entry {key!r} is a {type(value).__name__}, not a tensor")
+    return obj
+
+
+def convert_glide_state_dict(state: dict, cfg, source: str) -> dict:
+    """Check every key and shape against the model `cfg` builds; return float32 copies.
+
+    Raises one UserError naming `source` that lists missing/unexpected keys and shape mismatches.
+    """
+    import torch
+
+    from training.checkpoint import check_state_dict
+    from training.factory import create_model
+
+    expected = create_model(cfg, device="meta").state_dict()
+    check_state_dict(expected, state, source)
+    bad = [k for k, v in state.items() if not v.is_floating_point()]
+    if bad:
+        raise UserError(f"{source}: {len(bad)} non-float tensors (e.g. {bad[0]} {state[bad[0]].dtype})")
+    return {k: v.to(torch.float32).contiguous() for k, v in state.items()}
+
+
+def find_bpe_files(bpe: tuple | list | None) -> tuple[Path, Path] | None:
+    """(encoder.json, vocab.bpe) as given, else the ones an installed glide_text2im ships, else None."""
+    if bpe:
+        return Path(bpe[0]), Path(bpe[1])
+    spec = importlib.util.find_spec("glide_text2im")
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(list(spec.submodule_search_locations)[0]) / "tokenizer"
+        pair = folder / "encoder.json.gz", folder / "vocab.bpe.gz"
+        if all(p.is_file() for p in pair):
+            return pair
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _dtype_counts(state: dict) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in state.values():
+        name = str(t.dtype).replace("torch.", "")
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind: str, *, bpe=None,
+                            config=None, overwrite: bool = False, quiet: bool = False) -> Path:
+    """Convert one released glide-text2im file into the checkpoint folder `dst`; returns dst.
+
+    kind: base | upsample | base-inpaint | upsample-inpaint | clip-image | clip-text.
+    bpe: (encoder.json, vocab.bpe) for the GPT-2 kinds (plain or gzipped; default: an installed
+    glide_text2im's). config: a ModelConfig, or a name/path for load_model_config, replacing the
+    released config for this kind (e.g. a smaller test model). overwrite: replace an existing
+    checkpoint at dst (clip kinds instead join the other tower already there).
+    """
+    from training.checkpoint import CONFIG_FILE, save_checkpoint
+
+    src, dst = Path(src), Path(dst)
+    if kind not in KINDS:
+        raise UserError(f"checkpoint kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if not src.is_file():
+        raise UserError(f"{src}: no such file")
+    exists = (dst / CONFIG_FILE).is_file()
+    if dst.exists() and not exists and any(dst.iterdir()):
+        raise UserError(f"{dst}: exists and is not a checkpoint folder; choose another -o")
+    if exists and not overwrite and kind not in CLIP_KINDS:
+        raise UserError(f"{dst}: a checkpoint is already there (use --force to replace it)")
+
+    _say(f"reading {src} ({src.stat().st_size / 1e6:.1f} MB)", quiet)
+    source_sha = _sha256(src)
+    state = read_torch_state_dict(src)
+    provenance = {"repo": SOURCE_REPO, "file": src.name, "sha256": source_sha, "kind": kind,
+                  "stored_dtypes": _dtype_counts(state)}
+
+    if kind in CLIP_KINDS:
+        return _import_clip_half(src, dst, kind, state, provenance, exists, overwrite, quiet)
+
+    cfg = _config_for(kind, config)
+    tokenizer_files = _gpt2_vocabulary(bpe, cfg, src) if cfg.tokenizer.get("type") == "gpt2" else {}
+    _say(f"checking {len(state)} tensors against {cfg.kind} config", quiet)
+    weights = convert_glide_state_dict(state, cfg, str(src))
+    del state
+    _say(f"writing {dst}", quiet)
+    return save_checkpoint(dst, weights, cfg, step=None, tokenizer_files=tokenizer_files,
+                           extra={"imported_from": [provenance]})
+
+
+def _config_for(kind: str, config):
+    from training.model_config import ModelConfig, load_model_config
+
+    if config is None:
+        cfg = load_model_config(GLIDE_KINDS[kind])
+    elif isinstance(config, ModelConfig):
+        cfg = config
+    else:
+        cfg = load_model_config(config)
+    if cfg.kind != MODEL_KIND[kind]:
+        raise UserError(f"model config for --kind {kind}: has kind {cfg.kind!r}, expected {MODEL_KIND[kind]!r}")
+    return cfg
+
+
+def _gpt2_vocabulary(bpe, cfg, src: Path) -> dict[str, bytes]:
+    """Validated GPT-2 vocabulary bytes (unzipped) for tokenizer/; its size must match the model's."""
+    from training.tokenizers.gpt2_bpe import ENCODER_FILE, MERGES_FILE, GPT2Tokenizer, read_maybe_gzipped
+
+    files = find_bpe_files(bpe)
+    if files is None:
+        raise UserError(f"{src}: GPT-2 vocabulary needed: pass --bpe ENCODER_JSON VOCAB_BPE "
+                        "(glide-text2im's tokenizer/encoder.json.gz and vocab.bpe.gz)")
+    encoder_bytes, merges_bytes = read_maybe_gzipped(files[0]), read_maybe_gzipped(files[1])
+    tokenizer = GPT2Tokenizer.from_bytes(encoder_bytes, merges_bytes, encoder_source=str(files[0]),
+                                         merges_source=str(files[1]))
+    if tokenizer.n_vocab != cfg.n_vocab:
+        raise UserError(f"{files[0]}: vocabulary has {tokenizer.n_vocab} tokens but the model config "
+                        f"expects n_vocab {cfg.n_vocab}")
+    return {ENCODER_FILE: encoder_bytes, MERGES_FILE: merges_bytes}
+
+
+def _import_clip_half(src: Path, dst: Path, kind: str, state: dict, provenance: dict, exists: bool,
+                      overwrite: bool, quiet: bool) -> Path:
+    from training.checkpoint import load_state_dict, model_config_of, read_checkpoint_meta, save_checkpoint
+    from training.import_clip import convert_clip_checkpoint, merge_clip_halves
+
+    try:
+        converted = convert_clip_checkpoint(state, kind)
+    except UserError as e:
+        raise UserError(f"{src}: {e}") from None
+    del state
+    imported = [provenance]
+    if exists and not overwrite:
+        meta = read_checkpoint_meta(dst)
+        if meta.get("kind") != "clip":
+            raise UserError(f"{dst}: holds a {meta.get('kind')} checkpoint, not a noised CLIP half "
+                            "(use --force to replace it)")
+        _say(f"joining the tower already in {dst}", quiet)
+        old_state, meta, _ = load_state_dict(dst, use_ema=False)
+        old_cfg = model_config_of(dst, meta)
+        try:
+            converted = merge_clip_halves((old_state, old_cfg), converted)
+        except UserError as e:
+            raise UserError(f"{src} + {dst}: {e}") from None
+        previous = meta.get("extra", {}).get("imported_from", [])
+        previous = previous if isinstance(previous, list) else [previous]
+        imported = [p for p in previous if isinstance(p, dict) and p.get("kind") != kind] + imported
+    weights, cfg = converted
+    _say(f"writing {dst}", quiet)
+    return save_checkpoint(dst, weights, cfg, step=None, extra={"imported_from": imported})

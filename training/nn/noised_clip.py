@@ -1,0 +1,227 @@
+"""GLIDE's noised CLIP: image/text encoders with a contrastive head, trained on noised images x_t.
+
+`create_noised_clip(cfg)` is the factory `training.factory.create_model` calls for `kind: "clip"`.
+Its sizes come from the model config's kind-specific fields (`NoisedClipConfig`); the defaults are the
+released glide-text2im noised CLIP (`configs/models/glide-filtered-clip.json`, from glide's
+`clip/config.yaml`). Inside `with torch.device("meta"):` it allocates nothing.
+
+State dict: `image_encoder.<glide key>`, `text_encoder.<glide key>` (see `clip_encoders`) and
+`logit_scale` (log of the softmax temperature; glide keeps it fixed at log 100).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pipeline.errors import UserError
+from training.nn.clip_encoders import ImageEncoder, TextEncoder
+
+# The CLIP's sizes that ModelConfig already has as top-level fields: ours -> ModelConfig's.
+TOP_LEVEL_FIELDS = {"image_size": "image_size", "n_vocab": "n_vocab", "max_text_len": "text_ctx",
+                    "n_timesteps": "diffusion_steps", "beta_schedule": "noise_schedule"}
+LOGIT_SCALE_MAX = 100.0  # CLIP's clamp on the learned temperature; glide's fixed value
+CLIP_BPE_VOCAB = 49408  # ids of the CLIP BPE tokenizer (glide's simple_tokenizer, open_clip's)
+CLIP_SOT, CLIP_EOT = 49406, 49407  # its start / end of text ids
+
+
+@dataclass(frozen=True)
+class NoisedClipConfig:
+    """Sizes of the noised CLIP; the defaults are the released glide-text2im model."""
+
+    image_size: int = 64
+    patch_size: int = 4
+    n_vocab: int = 65536  # embedding rows; the CLIP BPE uses the first 49408
+    max_text_len: int = 77  # text context, SOT + up to 75 tokens + EOT, zero padded
+    n_embd: int = 512  # joint embedding width
+    n_head_state_text: int = 64
+    n_head_text: int = 8
+    n_xf_blocks_text: int = 12
+    n_head_state_image: int = 64
+    n_head_image: int = 12
+    n_xf_blocks_image: int = 12
+    n_timesteps: int = 1000  # rows of the timestep table: the diffusion's (unrespaced) steps
+    beta_schedule: str = "squaredcos_cap_v2"  # the noise schedule the model was trained under
+    logit_scale: float = 100.0  # initial exp(logit_scale) (clamped at LOGIT_SCALE_MAX, as in CLIP)
+    learn_logit_scale: bool = False  # glide keeps it fixed
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any], source: str = "model config") -> "NoisedClipConfig":
+        """Typed construction; an unknown field or a wrong type raises UserError naming it."""
+        defaults = cls()
+        values = {}
+        for key, value in fields.items():
+            if not hasattr(defaults, key):
+                raise UserError(f"{source}: unknown noised-CLIP key {key!r}")
+            want = type(getattr(defaults, key))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise UserError(f"{source}: key {key!r} must be {want.__name__}, got {value!r}")
+            values[key] = value
+        cfg = cls(**values)
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str = "model config") -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+                raise UserError(f"{source}: key {f.name!r} must be positive, got {value}")
+        if self.image_size % self.patch_size:
+            raise UserError(f"{source}: key 'image_size': {self.image_size} is not a multiple of "
+                            f"patch_size {self.patch_size}")
+        if self.logit_scale > LOGIT_SCALE_MAX:
+            raise UserError(f"{source}: key 'logit_scale': {self.logit_scale} exceeds {LOGIT_SCALE_MAX:g}")
+
+    def to_model_config(self):
+        """The ModelConfig (kind "clip", CLIP tokenizer) describing this model."""
+        from training.model_config import ModelConfig
+
+        fields = dataclasses.asdict(self)
+        top = {theirs: fields.pop(ours) for ours, theirs in TOP_LEVEL_FIELDS.items()}
+        return ModelConfig(kind="clip", tokenizer={"type": "clip"}, extra=fields, **top)
+
+
+def noised_clip_config(cfg: Any) -> NoisedClipConfig:
+    """NoisedClipConfig from a ModelConfig of kind "clip", a mapping of its fields, or itself.
+
+    In a ModelConfig, image_size, n_vocab, text_ctx (= max_text_len), diffusion_steps
+    (= n_timesteps) and noise_schedule (= beta_schedule) are its top-level fields, the rest are in
+    `extra`.
+    """
+    if isinstance(cfg, NoisedClipConfig):
+        return cfg
+    if isinstance(cfg, Mapping):
+        return NoisedClipConfig.from_fields(cfg)
+    source = "model config (kind clip)"
+    if getattr(cfg, "kind", None) != "clip":
+        raise UserError(f"{source}: kind is {getattr(cfg, 'kind', None)!r}, expected 'clip'")
+    extra = dict(cfg.extra or {})
+    for key in extra:
+        if key in TOP_LEVEL_FIELDS or key in TOP_LEVEL_FIELDS.values():
+            raise UserError(f"{source}: key 'extra.{key}': set it as the top-level key "
+                            f"{TOP_LEVEL_FIELDS.get(key, key)!r}")
+    fields = {ours: getattr(cfg, theirs) for ours, theirs in TOP_LEVEL_FIELDS.items()}
+    fields.update(extra)
+    clip_cfg = NoisedClipConfig.from_fields(fields, source)
+    if cfg.tokenizer.get("type") != "clip":
+        raise UserError(f"{source}: key 'tokenizer.type': the noised CLIP reads CLIP BPE ids, "
+                        f"set {{\"type\": \"clip\"}}")
+    if clip_cfg.n_vocab < CLIP_BPE_VOCAB:
+        raise UserError(f"{source}: key 'n_vocab': {clip_cfg.n_vocab} is smaller than the CLIP "
+                        f"tokenizer's {CLIP_BPE_VOCAB} ids")
+    return clip_cfg
+
+
+def clip_tokens_and_mask(tokenizer: Any, texts: Sequence[str], text_ctx: int
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions -> (tokens [B, text_ctx] long, mask [B, text_ctx] bool), framed as glide's CLIP.
+
+    glide's `padded_tokens_and_len`: [SOT] + ids[:text_ctx - 2] + [EOT], zero padded; the mask is
+    True on SOT..EOT. Unlike the diffusion model's "no caption" input, an empty caption is still
+    [SOT, EOT] (the CLIP has no unconditional text). `tokenizer`: the project's CLIP tokenizer
+    (`build_tokenizer({"type": "clip"})`).
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    tokens = torch.zeros(len(texts), text_ctx, dtype=torch.long)
+    mask = torch.zeros(len(texts), text_ctx, dtype=torch.bool)
+    for row, text in enumerate(texts):
+        ids = [tokenizer.start_token] + tokenizer.encode(text)[: text_ctx - 2] + [tokenizer.end_token]
+        tokens[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = True
+    return tokens, mask
+
+
+def clip_contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a [B, B] image-by-text logit matrix whose diagonal holds the pairs."""
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+class NoisedCLIP(nn.Module):
+    """Contrastive image-text model whose image tower sees noised images x_t and their timestep t.
+
+    Inputs: x_t [B, 3, S, S] in the diffusion's [-1, 1] scale, t [B] integer timesteps of the full
+    (unrespaced) schedule, tokens [B, L] CLIP BPE ids (SOT ... EOT, zero padded), mask [B, L] bool,
+    True on SOT..EOT (only its row sums, the text lengths, are used: attention is causal).
+    """
+
+    def __init__(self, config: NoisedClipConfig):
+        super().__init__()
+        self.clip_config = config  # (create_model also attaches the ModelConfig as .config)
+        self.image_encoder = ImageEncoder(
+            image_size=config.image_size, patch_size=config.patch_size, n_embd=config.n_embd,
+            n_head=config.n_head_image, n_xf_blocks=config.n_xf_blocks_image,
+            n_head_state=config.n_head_state_image, n_timestep=config.n_timesteps)
+        self.text_encoder = TextEncoder(
+            n_vocab=config.n_vocab, max_text_len=config.max_text_len, n_embd=config.n_embd,
+            n_head=config.n_head_text, n_xf_blocks=config.n_xf_blocks_text,
+            n_head_state=config.n_head_state_text)
+        self.logit_scale = nn.Parameter(torch.full((), math.log(config.logit_scale)),
+                                        requires_grad=config.learn_logit_scale)
+
+    def logit_scale_value(self) -> torch.Tensor:
+        """exp(logit_scale), clamped at CLIP's maximum of 100."""
+        return self.logit_scale.clamp(max=math.log(LOGIT_SCALE_MAX)).exp()
+
+    def encode_image(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t [B, 3, S, S] in [-1, 1], t [B] -> unit-norm image embeddings [B, n_embd]."""
+        z = self.image_encoder((x_t + 1) * 127.5, t)
+        return z / (torch.linalg.vector_norm(z, dim=-1, keepdim=True) + 1e-12)
+
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens [B, L], mask [B, L] -> unit-norm text embeddings [B, n_embd].
+
+        A row with an all-False mask (the project tokenizer's empty caption) is read as glide frames
+        the empty caption: [SOT, EOT].
+        """
+        text_len = mask.long().sum(dim=-1)
+        empty = text_len == 0
+        framed = torch.zeros_like(tokens)
+        framed[:, 0], framed[:, 1] = CLIP_SOT, CLIP_EOT
+        tokens = torch.where(empty[:, None], framed, tokens)
+        text_len = torch.where(empty, torch.full_like(text_len, 2), text_len)
+        z = self.text_encoder(tokens, text_len)
+        return z / (torch.linalg.vector_norm(z, dim=-1, keepdim=True) + 1e-12)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """-> logits [B_img, B_txt] = exp(logit_scale) * cos(image_i, text_j)."""
+        z_i = self.encode_image(x_t, t)
+        z_t = self.encode_text(tokens, mask)
+        return self.logit_scale_value() * z_i @ z_t.t().to(z_i.dtype)
+
+    def example_inputs(self, batch: int = 1) -> tuple[tuple, dict]:
+        """Zero inputs of the right shapes on the current default device (parameter/FLOP counts)."""
+        cfg = self.clip_config
+        x_t = torch.zeros(batch, 3, cfg.image_size, cfg.image_size)
+        t = torch.zeros(batch, dtype=torch.long)
+        tokens = torch.zeros(batch, cfg.max_text_len, dtype=torch.long)
+        mask = torch.ones(batch, cfg.max_text_len, dtype=torch.bool)
+        return (x_t, t, tokens, mask), {}
+
+    def contrastive_loss(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+                         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's symmetric cross-entropy on the batch's matching pairs.
+
+        Returns (loss scalar with grad, exp(logit_scale) detached, for logging).
+        """
+        logits = self(x_t, t, tokens, mask)
+        return clip_contrastive_loss(logits), self.logit_scale_value().detach()
+
+
+def create_noised_clip(cfg: Any) -> NoisedCLIP:
+    """Build the noised CLIP described by a ModelConfig (kind "clip"), a mapping or NoisedClipConfig.
+
+    Parameters go to the current default device, so `with torch.device("meta"):` counts parameters
+    and FLOPs of the released 64x64 size without allocating memory.
+    """
+    return NoisedCLIP(noised_clip_config(cfg))

@@ -1,0 +1,97 @@
+"""Text conditioning and classifier-free guidance as model_fns for the samplers.
+
+The text transformer runs ONCE per sampling run (`encode_prompts`), for the captions and the empty
+caption together; every step then passes the cached encoding as `text_emb=`.
+
+Classifier-free guidance (GLIDE eq. 3, glide-text2im's model_fn): one batched forward over
+[x, x] with [caption, empty caption] encodings, then
+    eps = eps(x | empty) + s * (eps(x | caption) - eps(x | empty))
+on the eps channels only; the variance channels come from the conditional half. The sampler sees a
+batch of N (not 2N), so the diffusion arithmetic runs once per image.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[str], text_ctx: int, device=None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions -> (tokens [N, text_ctx] long, mask [N, text_ctx] bool), padded as the model expects."""
+    tokens, masks = [], []
+    for prompt in prompts:
+        toks, mask = tokenizer.padded_tokens_and_mask(tokenizer.encode(prompt) if prompt else [], text_ctx)
+        tokens.append(list(toks))
+        masks.append(list(mask))
+    return (torch.tensor(tokens, dtype=torch.long, device=device),
+            torch.tensor(masks, dtype=torch.bool, device=device))
+
+
+def encode_prompts(model, tokenizer, prompts: Sequence[str], *, with_empty: bool, device=None) -> dict:
+    """The text encoding (model.encode_text's dict) of `prompts` [N], followed by N empty captions
+    when `with_empty` (for classifier-free guidance): batch N or 2N. Runs the transformer once."""
+    prompts = list(prompts)
+    if with_empty:
+        prompts = prompts + [""] * len(prompts)
+    tokens, mask = tokenize_prompts(tokenizer, prompts, model.text_ctx, device)
+    with torch.no_grad():  # not inference_mode: a CLIP-guided loop may still need these in autograd
+        return model.encode_text(tokens, mask)
+
+
+def _repeat_batch(value, times: int):
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value] * times) if times > 1 else value
+    if isinstance(value, dict):
+        return {k: _repeat_batch(v, times) for k, v in value.items()}
+    return value
+
+
+class TextConditioned:
+    """model_fn for plain conditional sampling: model(x, t, text_emb=..., **image_kwargs).
+
+    text_emb: encoding of N captions; image_kwargs: per-image inputs of batch N
+    (low_res [N,3,h,w] for upsamplers; inpaint_image / inpaint_mask for inpainting models).
+    """
+
+    def __init__(self, model, text_emb: Optional[dict], **image_kwargs):
+        self.model = model
+        self.text_emb = text_emb
+        self.image_kwargs = {k: v for k, v in image_kwargs.items() if v is not None}
+
+    def __call__(self, x, t, **kwargs):
+        return self.model(x, t, text_emb=self.text_emb, **self.image_kwargs, **kwargs)
+
+
+class ClassifierFreeGuidance:
+    """model_fn for classifier-free guided sampling with guidance scale `scale` (see module doc).
+
+    text_emb: encoding of [N captions, N empty captions] (encode_prompts(..., with_empty=True));
+    image_kwargs: per-image inputs of batch N, duplicated here once, not per step.
+    Returns [N, 2C, H, W]: guided eps, then the conditional half's variance channels.
+    """
+
+    def __init__(self, model, scale: float, text_emb: dict, **image_kwargs):
+        self.model = model
+        self.scale = float(scale)
+        self.text_emb = text_emb
+        self.image_kwargs = {k: _repeat_batch(v, 2) for k, v in image_kwargs.items() if v is not None}
+
+    def __call__(self, x, t, **kwargs):
+        n, channels = x.shape[0], x.shape[1]
+        out = self.model(torch.cat([x, x]), torch.cat([t, t]), text_emb=self.text_emb,
+                         **self.image_kwargs, **kwargs)
+        cond_eps, uncond_eps = out[:n, :channels], out[n:, :channels]
+        eps = torch.lerp(uncond_eps, cond_eps, self.scale)  # uncond + s * (cond - uncond)
+        return torch.cat([eps, out[:n, channels:]], dim=1)
+
+
+def text_model_fn(model, tokenizer, prompts: Sequence[str], guidance_scale: Optional[float], *,
+                  device=None, **image_kwargs):
+    """The model_fn for sampling `prompts`: classifier-free guided when guidance_scale is set
+    (and != 1), else plain conditional. Encodes the text once, here."""
+    guided = guidance_scale is not None and float(guidance_scale) != 1.0
+    text_emb = encode_prompts(model, tokenizer, prompts, with_empty=guided, device=device)
+    if guided:
+        return ClassifierFreeGuidance(model, guidance_scale, text_emb, **image_kwargs)
+    return TextConditioned(model, text_emb, **image_kwargs)

@@ -1,0 +1,30 @@
+"""Text -> image: the base model with classifier-free (or CLIP) guidance, optionally upsampled.
+
+What `glide sample` and the evaluation stages call. Images are [N, 3, H, W] floats in [-1, 1].
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from training.diffusion.gaussian_diffusion import CondFn, GaussianDiffusion
+from training.sampling.guidance import text_model_fn
+from training.sampling.samplers import sample_loop
+
+
+def sample_text2im(model, diffusion: GaussianDiffusion, tokenizer, prompts: Sequence[str], *,
+                   guidance_scale: Optional[float] = 3.0, method: str = "ddpm", eta: float = 0.0,
+                   cond_fn: Optional[CondFn] = None, generator: Optional[torch.Generator] = None,
+                   device=None, progress: bool = False) -> torch.Tensor:
+    """One image per prompt: [N, 3, S, S], S = model.image_size.
+
+    guidance_scale None (or 1) samples plainly conditional; cond_fn adds CLIP guidance.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    model_fn = text_model_fn(model, tokenizer, prompts, guidance_scale, device=device)
+    size = model.image_size
+    shape = (len(prompts), 3, size, size)
+    return sample_loop(diffusion, model_fn, shape, method=method, eta=eta, cond_fn=cond_fn, device=device,
+                       generator=generator, progress=progress, desc="sampling")

@@ -1,0 +1,87 @@
+"""`TrainConfig`: the `train` section of a pipeline config (and of `glide train` flags).
+
+pydantic only (no torch): `pipeline.config` imports it at CLI start-up, and it travels to the Ray
+Train workers as a plain dict (`model_dump()`), where `TrainConfig.model_validate` rebuilds it.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# What `glide train KIND` trains; the model config's kind for each (ModelConfig spells "base-inpaint").
+TRAIN_KINDS = ("base", "upsampler", "inpaint", "upsampler-inpaint", "clip")
+MODEL_KIND = {"base": "base", "upsampler": "upsampler", "inpaint": "base-inpaint",
+              "upsampler-inpaint": "upsampler-inpaint", "clip": "clip"}
+# The model config used when none is given: the tiny test/demo sizes.
+DEFAULT_MODEL = {"base": "tiny", "upsampler": "tiny", "inpaint": "tiny", "upsampler-inpaint": "tiny",
+                 "clip": "tiny-clip"}
+
+
+class TrainConfig(BaseModel):
+    """Settings of one training run. Batch sizes are per worker; steps are optimizer steps."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    kind: Literal["base", "upsampler", "inpaint", "upsampler-inpaint", "clip"] = Field(
+        "base", description="what to train (the command's KIND argument)")
+    model: Union[str, dict[str, str]] = Field(
+        "", description="model config: a name in configs/models/, a JSON file or a checkpoint folder; "
+                        "or a mapping from kind to one (\"\": tiny)")
+    data: Optional[str] = Field(None, description="dataset folder with shards/ (--data)")
+    output: Optional[str] = Field(None, description="run folder: checkpoints, exports, tensorboard (-o)")
+    init: Optional[str] = Field(
+        None, description="start from this checkpoint or run folder (inpaint kinds: converted with "
+                          "zero-initialised extra input channels); ignored when the run resumes")
+    workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks)")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (0: train on CPU)")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per worker")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage (0: plain data parallel)")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "fp32", description="bf16, fp16 (dynamic loss scaling; GPU only) or fp32")
+    batch_size: int = Field(8, ge=1, description="images per worker per micro-step")
+    grad_accum: int = Field(1, ge=1, description="micro-steps accumulated per optimizer step")
+    lr: float = Field(1e-4, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up from 0 (steps)")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="learning rate after warm-up: constant, or decay to min_lr_ratio at max_steps")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / peak lr for cosine and linear")
+    grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm to this (0: off)")
+    ema_rate: float = Field(0.9999, ge=0, lt=1, description="EMA decay per optimizer step")
+    cfg_dropout: float = Field(0.2, ge=0, le=1,
+                               description="fraction of captions replaced by the empty one (classifier-free guidance)")
+    activation_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
+    max_steps: int = Field(1000, ge=1, description="train until this optimizer step")
+    save_every: int = Field(500, ge=1, description="checkpoint and export every N steps (and at the end)")
+    keep_checkpoints: int = Field(2, ge=1, description="DeepSpeed checkpoints kept (exports are all kept)")
+    log_every: int = Field(10, ge=1, description="metrics every N steps")
+    seed: int = Field(0, description="seed of initialisation, noise, timesteps and data order")
+    max_failures: int = Field(2, ge=-1, description="worker-group restarts after a failure (-1: unlimited)")
+    peak_tflops: Optional[float] = Field(
+        None, gt=0, description="device peak TFLOP/s per worker for MFU (default: known GPUs, CPU estimate)")
+    random_crop: bool = Field(True, description="random crops of 80-100%% of the shorter side (else centre)")
+    shuffle_buffer: int = Field(256, ge=0, description="rows each worker shuffles across shard boundaries")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if isinstance(self.model, dict):
+            unknown = sorted(set(self.model) - set(TRAIN_KINDS))
+            if unknown:
+                raise ValueError(f"model: unknown kind {unknown[0]!r} (kinds: {', '.join(TRAIN_KINDS)})")
+        return self
+
+    def model_name(self) -> str:
+        """The model config for this run's kind."""
+        name = self.model.get(self.kind, "") if isinstance(self.model, dict) else self.model
+        return name or DEFAULT_MODEL[self.kind]
+
+    @property
+    def model_kind(self) -> str:
+        return MODEL_KIND[self.kind]
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0

@@ -1,0 +1,85 @@
+"""What one training step computes for each model kind.
+
+Diffusion kinds (base, upsampler, inpaint variants): Improved DDPM's hybrid loss
+(`diffusion.training_losses`) at timesteps drawn uniformly, with the caption, the low-res image and
+the inpainting inputs as model kwargs. clip: the noised CLIP's contrastive loss on x_t = q_sample(x0, t)
+with the same noise schedule as the base.
+
+Randomness comes from a generator the caller seeds per step and rank, so a resumed run draws the
+same timesteps and noise as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+# batch keys passed to the diffusion model as kwargs, when present
+CONDITIONING_KEYS = ("low_res", "inpaint_image", "inpaint_mask")
+
+
+def forward_context(device_type: str, precision: str):
+    """Autocast for bf16/fp16 runs: DeepSpeed casts the weights, autocast casts the activations
+    (norms and the timestep embedding stay float32 where autocast keeps them so)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def sample_timesteps(batch_size: int, num_timesteps: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform integer timesteps [B] in [0, num_timesteps)."""
+    return torch.randint(0, num_timesteps, (batch_size,), generator=generator)
+
+
+def loss_quartiles(t: torch.Tensor, losses: torch.Tensor, num_timesteps: int) -> dict[str, tuple[float, int]]:
+    """Per-example losses [B] grouped by timestep quartile: {"loss_q0": (sum, count), ...}.
+
+    (improved-diffusion logs the same: how well each quarter of the noise levels is fitted.)
+    """
+    quart = (t.cpu() * 4 // num_timesteps).clamp(0, 3)
+    losses = losses.detach().float().cpu()
+    out = {}
+    for q in range(4):
+        sel = quart == q
+        out[f"loss_q{q}"] = (float(losses[sel].sum()), int(sel.sum()))
+    return out
+
+
+def diffusion_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator, device) -> dict:
+    """Hybrid loss of one micro-batch. batch: "x0" [B,3,H,W] in [-1,1], "tokens" [B,L], "mask" [B,L]
+    (+ CONDITIONING_KEYS). Returns {"loss": scalar with grad, "t": [B], "losses": [B], "mse", "vb"}."""
+    x0 = batch["x0"].to(device, torch.float32)
+    b = x0.shape[0]
+    t = sample_timesteps(b, diffusion.num_timesteps, generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    kwargs = {"tokens": batch["tokens"].to(device), "mask": batch["mask"].to(device)}
+    for key in CONDITIONING_KEYS:
+        if batch.get(key) is not None:
+            kwargs[key] = batch[key].to(device, torch.float32)
+    terms = diffusion.training_losses(model_fn, x0, t, model_kwargs=kwargs, noise=noise)
+    losses = terms["loss"]
+    return {"loss": losses.mean(), "t": t, "losses": losses.detach(),
+            "mse": terms["mse"].detach().mean(), "vb": terms["vb"].detach().mean()}
+
+
+def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator, device) -> dict:
+    """Noised-CLIP contrastive loss of one micro-batch: logits = model(x_t, t, tokens, mask) [B, B]."""
+    from training.nn.noised_clip import clip_contrastive_loss
+
+    x0 = batch["x0"].to(device, torch.float32)
+    b = x0.shape[0]
+    t = sample_timesteps(b, diffusion.num_timesteps, generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    x_t = diffusion.q_sample(x0, t, noise=noise)
+    logits = model_fn(x_t, t, batch["tokens"].to(device), batch["mask"].to(device)).float()
+    loss = clip_contrastive_loss(logits)
+    # per-example share of the loss, for the timestep quartiles
+    labels = torch.arange(b, device=logits.device)
+    per_example = 0.5 * (torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+                         + torch.nn.functional.cross_entropy(logits.t(), labels, reduction="none"))
+    return {"loss": loss, "t": t, "losses": per_example.detach()}
+
+
+def step_loss_fn(kind: str):
+    return clip_step_loss if kind == "clip" else diffusion_step_loss
