@@ -16,11 +16,13 @@ from pipeline.errors import StageFailed, UserError
 # Order here is the order in `glide --help`.
 COMMAND_MODULES = [
     "pipeline.commands.config_cmd",
+    "pipeline.commands.sample_world_cmd",
     "pipeline.commands.ingest_cmd",
+    "pipeline.commands.train_cmd",
+    "pipeline.commands.plan_memory_cmd",
     "pipeline.commands.model_cmd",
     "pipeline.commands.checkpoint_cmd",
-    "pipeline.commands.sample_world_cmd",
-    "pipeline.commands.plan_memory_cmd",
+    "pipeline.commands.sample_cmd",
 ]
 
 
@@ -74,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("glide: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `glide ... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # a bug, not bad input: keep it short unless asked
         if args.debug:
             raise

@@ -84,12 +84,16 @@ class IngestConfig(Section):
     user_agent_token: Optional[str] = Field("glide-pipeline", description="token added to the User-Agent")
 
 
+from training.trainer.config import TrainConfig  # noqa: E402  (the `train` section; pydantic only)
+
+
 class PipelineConfig(Section):
     """The whole pipeline config; every section optional with defaults."""
 
     ray: RayConfig = Field(default_factory=RayConfig)
     sample_world: SampleWorldConfig = Field(default_factory=SampleWorldConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def _format_loc(loc: tuple) -> str:

@@ -281,6 +281,7 @@ TRUTH_SCHEMA = pa.schema([
     ("mentioned", pa.list_(pa.string())),
 ])
 
+
 @dataclass
 class WorldInfo:
     """What `generate_world` made (or found already made) in `root`."""
@@ -340,6 +341,11 @@ def _read_world_json(root: Path) -> dict | None:
         return None
 
 
+def _count_images(root: Path) -> int:
+    images = root / "images"
+    return sum(1 for p in images.iterdir() if _IMAGE_NAME.match(p.name)) if images.is_dir() else 0
+
+
 def _prepare_dir(root: Path) -> None:
     """Refuse to spray images into a directory that holds something else; clear an old world."""
     if root.exists() and not root.is_dir():
@@ -384,7 +390,7 @@ def generate_world(cfg, out_dir: str | os.PathLike, *, progress: bool = False) -
     wc = world_config(cfg)
     old = _read_world_json(root)
     if old and old.get("version") == WORLD_VERSION and old.get("config") == wc \
-            and (root / "truth.parquet").is_file():
+            and (root / "truth.parquet").is_file() and _count_images(root) == old.get("images"):
         return WorldInfo(root, old["images"], wc, old["categories"], old["formats"],
                          time.perf_counter() - t0, generated=False)
     _prepare_dir(root)

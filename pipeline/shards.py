@@ -244,8 +244,8 @@ def list_shards(dataset: str, kind: str = SHARDS_DIR) -> list[str]:
     Taken from the manifest when there is one (the finished set), else from the folder.
     """
     manifest = read_manifest(dataset, missing_ok=True)
-    if manifest is not None and kind == SHARDS_DIR:
-        return [join(dataset, SHARDS_DIR, s["name"]) for s in manifest.get("shards", [])]
+    if manifest is not None and kind in (SHARDS_DIR, REJECTS_DIR) and kind in manifest:
+        return [join(dataset, kind, s["name"]) for s in manifest[kind]]
     fs, p = _fs(join(dataset, kind))
     if not fs.exists(p):
         return []

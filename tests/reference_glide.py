@@ -334,24 +334,19 @@ def reference_forward(state_dict, hp, x, timesteps, tokens, mask, *, low_res=Non
 GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-def gpt2_byte_symbols() -> list[str]:
-    """GPT-2's printable stand-in for each byte, in GPT-2's id order (printables, then the rest)."""
+def gpt2_byte_symbols() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte, in GPT-2's id order (printable bytes as themselves,
+    then the others as chr(256 + n))."""
     printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
     rest = [b for b in range(256) if b not in printable]
-    order = printable + rest
-    return [chr(b) if b in printable else chr(256 + rest.index(b)) for b in order]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(rest)}}
 
 
 def train_tiny_gpt2_vocab(corpus: list[str], n_merges: int) -> tuple[dict, list[tuple[str, str]]]:
     """Greedy byte-level BPE training: (encoder {symbol: id}, ranked merges); "<|endoftext|>" last."""
     import regex
 
-    symbols = gpt2_byte_symbols()
-    by_byte = {}
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    rest = [b for b in range(256) if b not in printable]
-    for b, s in zip(printable + rest, symbols):
-        by_byte[b] = s
+    by_byte = gpt2_byte_symbols()
     words = []
     for line in corpus:
         for piece in regex.findall(GPT2_SPLIT, line.lower()):
@@ -378,7 +373,7 @@ def train_tiny_gpt2_vocab(corpus: list[str], n_merges: int) -> tuple[dict, list[
                     i += 1
             new_words.append(out)
         words = new_words
-    vocab = symbols + ["".join(m) for m in merges] + ["<|endoftext|>"]
+    vocab = list(by_byte.values()) + ["".join(m) for m in merges] + ["<|endoftext|>"]
     return {s: i for i, s in enumerate(vocab)}, merges
 
 

@@ -16,6 +16,15 @@ from training.factory import create_model
 from training.model_config import ModelConfig
 
 
+@pytest.fixture(autouse=True)
+def single_thread_torch():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(**overrides) -> ModelConfig:
     fields = dict(kind="base", image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
                   attention_resolutions="8", num_head_channels=16, dropout=0.0, text_ctx=8, xf_width=32,

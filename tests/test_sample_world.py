@@ -155,11 +155,11 @@ def test_max_shapes_one_gives_one_big_centred_shape(tmp_path):
 
 
 def test_two_thousand_images_take_seconds(tmp_path):
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time of this (single) process: fair on a machine shared with other work
     info = generate_world(SampleWorldConfig(count=2000, image_size=128), tmp_path)
-    seconds = time.perf_counter() - t0
+    seconds = time.process_time() - t0
     assert info.count == 2000 and len(list((tmp_path / "images").iterdir())) == 2000
-    assert seconds < 20, f"2000 images took {seconds:.1f} s"
+    assert seconds < 10, f"2000 images took {seconds:.1f} s of CPU"  # about 1.5 s on a 2-core dev machine
 
 
 # ------------------------------------------------------------------ server
@@ -279,12 +279,12 @@ def test_url_list_lists_every_image_once_plus_the_bad_rows(world, server):
     assert [rows[i]["url"] for i in bad_at] == [server.base_url + k.path for k in BAD_ROW_KINDS]
     assert bad_at[0] > 0 and bad_at[-1] < len(rows) - 1  # spread through the list, not bunched at the end
     assert all(rows[i]["caption"] for i in bad_at)
-    # every row behaves as documented when fetched, as a crawler with a short timeout would
+    # every row behaves as documented when fetched by a crawler whose timeout is below slow_seconds
     reasons = {k.path: k.reason for k in BAD_ROW_KINDS}
     for r in rows:
         route = r["url"][len(server.base_url):]
         try:
-            _, headers, body = get(r["url"], timeout=0.25)
+            _, headers, body = get(r["url"], timeout=0.2 if reasons.get(route) == "timeout" else 10)
         except urllib.error.HTTPError as e:
             assert reasons[route] == "http_404" and e.code == 404
             continue
@@ -351,13 +351,16 @@ def test_cli_serve_until_interrupted(tmp_path):
             if line.startswith("serving "):
                 base = line.split()[1]
                 break
-        assert base and base.startswith("http://127.0.0.1:")
+        if base is None:
+            proc.wait(timeout=10)
+            pytest.fail(f"glide sample-world --serve exited {proc.returncode}: {proc.stderr.read()}")
+        assert base.startswith("http://127.0.0.1:")
         rows = pq.read_table(out / "urls.parquet").to_pylist()
         assert len(rows) == 8 + len(BAD_ROW_KINDS) and all(r["url"].startswith(base + "/") for r in rows)
         status, _, body = get(next(r["url"] for r in rows if r["image_id"] == "000001"))
         assert status == 200 and Image.open(io.BytesIO(body)).size == (32, 32)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=10) == 0, proc.stderr.read()
         assert proc.stderr.read() == ""
     finally:
         if proc.poll() is None:

@@ -22,6 +22,18 @@ BETAS = get_named_beta_schedule("squaredcos_cap_v2", 1000)
 BASE = GaussianDiffusion(BETAS)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These models are tiny: one thread beats OpenMP's fork/join, which is very slow when the
+    cores are shared (other test processes, other users)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def spaced(spec):
     return respaced_diffusion(BETAS, space_timesteps(1000, spec))
 
@@ -256,3 +268,21 @@ def test_upsampling_uses_fast27_temperature_and_quantised_low_res():
     low_seen = model.kwargs_seen[0]["low_res"]
     assert torch.equal(low_seen, quantize_8bit(low))
     assert torch.allclose((low_seen + 1) * 127.5, ((low_seen + 1) * 127.5).round(), atol=1e-4)
+
+
+# ---- the real (tiny) network ---------------------------------------------------------------------
+def test_guidance_with_the_real_network_equals_two_separate_forwards_with_tokens():
+    from training.factory import create_model
+    from training.model_config import load_model_config
+    from training.sampling.guidance import tokenize_prompts
+
+    torch.manual_seed(0)
+    model = create_model(load_model_config("tiny"), device="cpu").eval()
+    tok, prompts = CharTokenizer(), ["a red cube", "two blue balls"]
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 900])
+    with torch.inference_mode():
+        guided = text_model_fn(model, tok, prompts, 2.5)(x, t)
+        cond = model(x, t, *tokenize_prompts(tok, prompts, model.text_ctx))
+        uncond = model(x, t, *tokenize_prompts(tok, ["", ""], model.text_ctx))
+    assert torch.allclose(guided[:, :3], uncond[:, :3] + 2.5 * (cond[:, :3] - uncond[:, :3]), atol=1e-4)
+    assert torch.allclose(guided[:, 3:], cond[:, 3:], atol=1e-5)

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.errors import UserError
 from reference_glide import write_tiny_gpt2_vocab
-from training.tokenizers import build_tokenizer
+from training.tokenizers import build_tokenizer, vocabulary_files
 from training.tokenizers.gpt2_bpe import GPT2Tokenizer
 
 
@@ -79,6 +79,10 @@ def test_build_tokenizer_reads_vocabulary_from_checkpoint_folder(vocab, tmp_path
     (ckpt / "tokenizer" / "vocab.bpe").write_bytes(vocab["bpe_path"].read_bytes())
     tok = build_tokenizer({"type": "gpt2"}, base_dir=ckpt)
     assert tok.encode("a blue sphere") == vocab["tok"].encode("a blue sphere")
+    # what an export of this model must carry along (save_checkpoint(tokenizer_files=...))
+    assert vocabulary_files({"type": "gpt2"}, ckpt) == {"encoder.json": ckpt / "tokenizer" / "encoder.json",
+                                                        "vocab.bpe": ckpt / "tokenizer" / "vocab.bpe"}
+    assert vocabulary_files({"type": "clip"}) == {}
     with pytest.raises(UserError, match="encoder.json"):
         build_tokenizer({"type": "gpt2"}, base_dir=tmp_path / "elsewhere")
     with pytest.raises(UserError, match="unknown type"):

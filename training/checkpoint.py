@@ -84,7 +84,7 @@ def save_checkpoint(directory: str | os.PathLike, model_or_state_dict, cfg, *, s
             "format": FORMAT,
             "version": VERSION,
             "kind": cfg_dict.get("kind"),
-            "step": step,
+            "step": None if step is None else int(step),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "parameters": sum(t.numel() for t in state.values()),
             "model": cfg_dict,
@@ -92,7 +92,7 @@ def save_checkpoint(directory: str | os.PathLike, model_or_state_dict, cfg, *, s
             "extra": extra or {},
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _fsync_dir(tmp)
+        _fsync_and_share(tmp)
         _swap_into_place(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -137,9 +137,11 @@ def _swap_into_place(tmp: Path, directory: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_and_share(directory: Path) -> None:
+    """Flush every file to disk; give all the same permissions (safetensors writes owner-only files)."""
     for path in directory.rglob("*"):
         if path.is_file():
+            os.chmod(path, 0o644)
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
 

@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def read_torch_state_dict(src: str | os.PathLike) -> dict:
                 raise
             obj = torch.load(src, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
-        raise UserError(f"{src}: refused: holds more than tensors (torch.load weights_only): {first}") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it needs {found.group(1)}" if found else "it needs more than tensors"
+        raise UserError(f"{src}: refused: holds more than tensors ({what}; only weights_only files are "
+                        "loaded, pickle is never run)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{src}: not a readable torch checkpoint: {first}") from None
@@ -134,6 +137,8 @@ def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind
         raise UserError(f"checkpoint kind {kind!r}: expected one of {', '.join(KINDS)}")
     if not src.is_file():
         raise UserError(f"{src}: no such file")
+    if kind in CLIP_KINDS and config is not None:
+        raise UserError(f"--model-config: not used for --kind {kind} (the noised CLIP's sizes are read from {src})")
     exists = (dst / CONFIG_FILE).is_file()
     if dst.exists() and not exists and any(dst.iterdir()):
         raise UserError(f"{dst}: exists and is not a checkpoint folder; choose another -o")
@@ -150,10 +155,10 @@ def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind
         return _import_clip_half(src, dst, kind, state, provenance, exists, overwrite, quiet)
 
     cfg = _config_for(kind, config)
-    tokenizer_files = _gpt2_vocabulary(bpe, cfg, src) if cfg.tokenizer.get("type") == "gpt2" else {}
-    _say(f"checking {len(state)} tensors against {cfg.kind} config", quiet)
+    _say(f"checking {len(state)} tensors against the {cfg.kind} config", quiet)
     weights = convert_glide_state_dict(state, cfg, str(src))
     del state
+    tokenizer_files = _gpt2_vocabulary(bpe, cfg, src) if cfg.tokenizer.get("type") == "gpt2" else {}
     _say(f"writing {dst}", quiet)
     return save_checkpoint(dst, weights, cfg, step=None, tokenizer_files=tokenizer_files,
                            extra={"imported_from": [provenance]})

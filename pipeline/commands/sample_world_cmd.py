@@ -63,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     server = SampleWorldServer(info.root, host=cfg.host, port=cfg.port, slow_seconds=cfg.slow_seconds,
                                oversized_side=cfg.oversized_side)
     with server:
-        urls = write_url_list(info.root, server.base_url, bad_rows=cfg.bad_rows)
-        n_bad = len(BAD_ROW_KINDS) if cfg.bad_rows else 0
-        print(f"url list: {urls} ({info.count + n_bad} rows, {n_bad} bad)")
-        print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)
-        try:
+        try:  # Ctrl-C any time from here on is the normal way to stop: exit 0
+            urls = write_url_list(info.root, server.base_url, bad_rows=cfg.bad_rows)
+            n_bad = len(BAD_ROW_KINDS) if cfg.bad_rows else 0
+            print(f"url list: {urls} ({info.count + n_bad} rows, {n_bad} bad)")
+            print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)
             _wait_for_interrupt()
         except KeyboardInterrupt:
             print("stopped", flush=True)

@@ -9,7 +9,7 @@ import re
 from enum import Enum
 from typing import Optional
 
-from pipeline.ingest import safety
+from pipeline.ingest import import_img2dataset, safety
 
 
 class Reason(str, Enum):
@@ -42,6 +42,8 @@ def classify_download_error(message: str, refusal: Optional[safety.FetchRefused]
         return Reason(refusal.reason)
     if "X-Robots-Tag" in message:
         return Reason.opt_out
+    if "Redirection to url" in message and "is not allowed" in message:  # urllib: redirect to file:// etc.
+        return Reason.bad_url
     m = _HTTP_ERROR.search(message)
     if m:
         code = int(m.group(1))
@@ -72,9 +74,7 @@ class Fetcher:
 
     def __init__(self, *, timeout: float, retries: int, user_agent_token: Optional[str],
                  disallowed_header_directives: list[str]):
-        from img2dataset.downloader import download_image
-
-        self._download = download_image
+        self._download = import_img2dataset("downloader").download_image
         self.timeout = timeout
         self.retries = retries
         # Normalised as img2dataset's Downloader does before it calls download_image.

@@ -11,9 +11,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-# Set before cv2 is imported (through img2dataset): OpenCV's own decode limit and
-# albumentations' update check, which would try the network.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 ENCODE_FORMATS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 
@@ -34,8 +31,11 @@ class ImageProcessor:
     def __init__(self, *, image_size: int, resize_mode: str, resize_only_if_bigger: bool,
                  output_format: str, encode_quality: int, min_image_size: int, max_pixels: int):
         os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
-        from img2dataset.resizer import Resizer
         from PIL import Image
+
+        from pipeline.ingest import import_img2dataset
+
+        Resizer = import_img2dataset("resizer").Resizer
 
         self.max_pixels = max_pixels
         self._image = Image

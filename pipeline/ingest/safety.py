@@ -8,11 +8,12 @@
 - a byte cap per image (Content-Length first, then while reading);
 - a total time cap per request: every socket operation gets at most the time left.
 
-img2dataset's `download_image` calls `urllib.request.urlopen`; `install_safe_opener`
-makes that go through these rules (per process: a Ray worker runs one task at a time).
+img2dataset's `download_image` calls `urllib.request.urlopen`; inside `safe_opener` that
+goes through these rules (process-wide: a Ray worker runs one task at a time).
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
@@ -142,15 +143,21 @@ class CappedResponse(http.client.HTTPResponse):
         while True:
             chunk = self._read_capped(1 << 16)
             if not chunk:
-                return b"".join(chunks)
+                break
             chunks.append(chunk)
+        data = b"".join(chunks)
+        if self.length:  # the server hung up before Content-Length bytes
+            raise http.client.IncompleteRead(data, self.length)
+        return data
 
     def _read_capped(self, amt: int) -> bytes:
         if self.fp is None:  # body complete: http.client has already closed the socket
             return b""
         self._sock.settimeout(time_left())
         try:
-            data = super().read(amt)
+            # read1: at most one socket read, so each wait is bounded by the time left
+            # (read(amt) would loop over reads until amt bytes arrive).
+            data = super().read1(amt)
         except socket.timeout:
             time_left()  # names the total cap when that is what ran out
             raise
@@ -211,6 +218,13 @@ def build_safe_opener(allow_private: bool, max_bytes: int) -> urllib.request.Ope
     return opener
 
 
-def install_safe_opener(allow_private: bool, max_bytes: int) -> None:
-    """Make `urllib.request.urlopen` (used by img2dataset) go through the safe opener."""
+@contextlib.contextmanager
+def safe_opener(allow_private: bool, max_bytes: int):
+    """Inside: `urllib.request.urlopen` (used by img2dataset) goes through the safe opener.
+    The opener installed before is put back on exit."""
+    previous = urllib.request._opener
     urllib.request.install_opener(build_safe_opener(allow_private, max_bytes))
+    try:
+        yield
+    finally:
+        urllib.request._opener = previous

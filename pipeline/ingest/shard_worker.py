@@ -69,7 +69,6 @@ def ingest_shard(input_path: str, pairs_path: str, rejects_path: str, cfg: dict,
     uids = [sh.compute_uid(u or "", c) for u, c in zip(urls, captions)]
     del table
 
-    safety.install_safe_opener(cfg["allow_private_networks"], cfg["max_image_bytes"])
     fetcher = Fetcher(timeout=cfg["timeout"], retries=cfg["retries"], user_agent_token=cfg["user_agent_token"],
                       disallowed_header_directives=cfg["disallowed_header_directives"])
     process = ImageProcessor(image_size=cfg["image_size"], resize_mode=cfg["resize_mode"],
@@ -90,7 +89,8 @@ def ingest_shard(input_path: str, pairs_path: str, rejects_path: str, cfg: dict,
     try:
         out = _Buffers(pairs, rejects)
         done = 0
-        with ThreadPool(min(cfg["threads"], max(1, len(urls)))) as pool:
+        with safety.safe_opener(cfg["allow_private_networks"], cfg["max_image_bytes"]), \
+                ThreadPool(min(cfg["threads"], max(1, len(urls)))) as pool:
             for i, data, reason, detail in pool.imap_unordered(fetcher, work()):
                 try:
                     _handle(out, process, i, data, reason, detail, uids, urls, captions, sources, cfg)

@@ -115,14 +115,16 @@ class TrainBatches:
         """B rows from the buffer (random ones when shuffling); copies of good rows fill any gap."""
         B = self.batch_size
         n = min(B, len(buffer))
-        picks = sorted(self._rng.choice(len(buffer), n, replace=False).tolist() if self.task.shuffle_buffer
-                       else range(n), reverse=True)
-        rows = []
-        for j in picks:  # swap-remove, highest index first so lower indices stay valid
-            buffer[j], buffer[-1] = buffer[-1], buffer[j]
-            row = buffer.pop()
+        if self.task.shuffle_buffer:
+            rows = []
+            for j in sorted(self._rng.choice(len(buffer), n, replace=False).tolist(), reverse=True):
+                buffer[j], buffer[-1] = buffer[-1], buffer[j]  # swap-remove; highest index first
+                rows.append(buffer.pop())
+        else:  # stream order
+            rows = buffer[:n]
+            del buffer[:n]
+        for row in rows:
             held[row.key] -= 1
-            rows.append(row)
         if not rows:  # every row of this batch was corrupt
             rows = list(self._last_rows) or [self._grey_row()]
         while len(rows) < B:

@@ -84,7 +84,8 @@ class Text2ImUNet(UNetModel):
             if mask is None:
                 raise ValueError("mask is required when xf_padding is on")
             xf_in = torch.where(mask.bool()[..., None], xf_in, self.padding_embedding[None])
-        xf_out = self.transformer(xf_in.to(self.dtype))
+        xf_out = self.transformer(xf_in.to(self.transformer.resblocks[0].attn.c_qkv.weight.dtype
+                                           if self.transformer.layers else self.dtype))
         if self.final_ln is not None:
             xf_out = self.final_ln(xf_out)
         xf_proj = self.transformer_proj(xf_out[:, -1])

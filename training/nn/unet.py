@@ -139,7 +139,6 @@ class UNetModel(nn.Module):
         self.model_channels = model_channels
         self.out_channels = out_channels
         self.use_checkpoint = use_checkpoint
-        self.dtype = torch.float32
         emb_dim = model_channels * 4
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
@@ -190,11 +189,15 @@ class UNetModel(nn.Module):
             zero_module(nn.Conv2d(input_ch, out_channels, 3, padding=1)),
         )
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torso's compute dtype: that of its convs (float32 unless converted)."""
+        return self.input_blocks[0][0].weight.dtype
+
     def convert_torso_to_dtype(self, dtype: torch.dtype) -> None:
         """Cast the torso's convs to `dtype` (glide's convert_to_fp16); norms and linears stay fp32."""
         for part in (self.input_blocks, self.middle_block, self.output_blocks):
             convert_modules(part, dtype, (nn.Conv1d, nn.Conv2d))
-        self.dtype = dtype
 
     def _block(self, block: nn.Module, h, emb, xf_out):
         if self.use_checkpoint and torch.is_grad_enabled():
@@ -205,14 +208,18 @@ class UNetModel(nn.Module):
         """x: [B, conv_in_channels, H, W], emb: [B, 4*model_channels], xf_out: [B, D, L] -> [B, out, H, W]."""
         hs = []
         h = x.type(self.dtype)
+        if xf_out is not None:
+            xf_out = xf_out.type(self.dtype)
         for block in self.input_blocks:
             h = self._block(block, h, emb, xf_out)
             hs.append(h)
         h = self._block(self.middle_block, h, emb, xf_out)
         for block in self.output_blocks:
             h = self._block(block, torch.cat([h, hs.pop()], dim=1), emb, xf_out)
-        return self.out(h.type(x.dtype))
+        # the head runs in its own dtype (float32 after convert_to_dtype, as glide's; bf16 if all was cast)
+        return self.out(h.type(self.out[2].weight.dtype))
 
     def embed_timesteps(self, timesteps: torch.Tensor) -> torch.Tensor:
         """[B] -> [B, 4*model_channels]."""
-        return self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        emb = timestep_embedding(timesteps, self.model_channels)
+        return self.time_embed(emb.to(self.time_embed[0].weight.dtype))

@@ -25,14 +25,19 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
 
 def upsample(model, diffusion: GaussianDiffusion, tokenizer, prompts: Sequence[str], low_res: torch.Tensor, *,
              temperature: float = DEFAULT_TEMPERATURE, method: str = "ddpm",
-             generator: Optional[torch.Generator] = None, progress: bool = False) -> torch.Tensor:
-    """Upsample low_res [N,3,h,w] (in [-1, 1]) for captions `prompts` [N] -> [N,3,S,S], S = model.image_size."""
+             generator: Optional[torch.Generator] = None, progress: bool = False,
+             denoised_fn=None, **image_kwargs) -> torch.Tensor:
+    """Upsample low_res [N,3,h,w] (in [-1, 1]) for captions `prompts` [N] -> [N,3,S,S], S = model.image_size.
+
+    image_kwargs / denoised_fn: for an inpainting upsampler, editing.inpaint_model_kwargs(image, keep)
+    at the upsampler's size and editing.pin_known_region(image, keep).
+    """
     if len(prompts) != low_res.shape[0]:
         raise ValueError(f"{len(prompts)} prompts for {low_res.shape[0]} images")
     text_emb = encode_prompts(model, tokenizer, prompts, with_empty=False, device=low_res.device)
-    model_fn = TextConditioned(model, text_emb, low_res=quantize_8bit(low_res))
+    model_fn = TextConditioned(model, text_emb, low_res=quantize_8bit(low_res), **image_kwargs)
     size = model.image_size
     shape = (low_res.shape[0], 3, size, size)
     noise = torch.randn(shape, generator=generator, device=low_res.device, dtype=low_res.dtype) * temperature
     return sample_loop(diffusion, model_fn, shape, noise=noise, method=method, generator=generator,
-                       progress=progress, desc="upsampling")
+                       denoised_fn=denoised_fn, progress=progress, desc="upsampling")

@@ -17,7 +17,18 @@ from training.tokenizers.base import Tokenizer
 TOKENIZER_DIR = "tokenizer"
 _KEYS = {"gpt2": {"type", "encoder", "vocab", "lowercase"}, "clip": {"type", "vocab"}}
 
-__all__ = ["Tokenizer", "build_tokenizer", "TOKENIZER_DIR"]
+__all__ = ["Tokenizer", "build_tokenizer", "vocabulary_files", "TOKENIZER_DIR"]
+
+
+def vocabulary_files(tokenizer_cfg, base_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Files a checkpoint must carry in tokenizer/ for this tokenizer: {name: source path}.
+
+    GPT-2: encoder.json and vocab.bpe (from base_dir/tokenizer/ or the config's paths); pass the
+    result as save_checkpoint(tokenizer_files=...) so an export of a fine-tuned GPT-2 model keeps
+    its vocabulary. CLIP (bundled vocabulary): none.
+    """
+    tokenizer = build_tokenizer(tokenizer_cfg, base_dir)  # validates the files
+    return dict(getattr(tokenizer, "files", {}))
 
 
 def build_tokenizer(tokenizer_cfg, base_dir: str | os.PathLike | None = None) -> Tokenizer:
@@ -63,4 +74,6 @@ def build_tokenizer(tokenizer_cfg, base_dir: str | os.PathLike | None = None) ->
     lowercase = tokenizer_cfg.get("lowercase", True)
     if not isinstance(lowercase, bool):
         raise UserError("tokenizer config: key 'lowercase' must be true or false")
-    return GPT2Tokenizer.from_files(encoder, merges, lowercase=lowercase)
+    tokenizer = GPT2Tokenizer.from_files(encoder, merges, lowercase=lowercase)
+    tokenizer.files = {ENCODER_FILE: encoder, MERGES_FILE: merges}
+    return tokenizer

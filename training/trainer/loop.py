@@ -91,6 +91,21 @@ class Trainer:
         stats["grad_norm"] = float(reported) if reported is not None else grad_norm
         return stats
 
+    @torch.no_grad()
+    def evaluate(self, batch: dict, seed: int = 0) -> float:
+        """Mean loss on `batch` at timesteps and noise fixed by `seed` (no update): comparable across steps.
+
+        Collective under ZeRO-3 (the forward gathers parameters): every rank calls it.
+        """
+        was_training = self.engine.module.training
+        self.engine.module.eval()
+        try:
+            gen = torch.Generator().manual_seed(seed)
+            out = self.loss_fn(self.model_fn, self.diffusion, batch, gen, self.device)
+        finally:
+            self.engine.module.train(was_training)
+        return float(out["loss"])
+
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
 

@@ -1,0 +1,200 @@
+"""Guided sampling speed: our sampler vs a plain loop, and FLOP/s against this CPU's matmul peak.
+
+    python -m benchmarks.sampling [--models tiny,glide-filtered-base] [--steps N] [--reps 3]
+
+For each model config (random weights; timing does not depend on them), classifier-free guided
+DDPM sampling of --batch-size images at guidance --guidance for --steps steps (default 10 for tiny,
+2 for larger models, whose guided step is ~1.8 TFLOP):
+  ours   training.sampling (text encoded once per run, both guidance halves in one batched forward,
+         inference_mode);
+  plain  the same diffusion maths, but every step re-encodes the caption and the empty caption
+         (tokens= into the model) and runs the conditional and unconditional halves as two forwards.
+Same seed, same noise: the final images must match (asserted). Repetitions alternate which side
+runs first; seconds per step are medians (the first repetition doubles as warm-up and as the
+equal-output check). FLOP/s: FLOPs of one guided step (torch's FlopCounter on a one-image batch,
+times the batch size; multiply-add = 2) / our median seconds per step, as a fraction of the median
+speed of a large fp32 matmul measured here with the same threads.
+ratio = min over models of (speed-up / goal) and, for the released size, (peak fraction / 0.8):
+goals are tiny >= 1.5x, released base >= 1.1x and >= 80% of matmul peak; >= 1 means all hold.
+Ends with one JSON line {"benchmark": "sampling", "ratio": R, ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+GOALS = {"tiny": 1.5}
+DEFAULT_STEPS = {"tiny": 10}  # others: 2
+DEFAULT_GOAL = 1.1  # the released base size (and any other non-tiny config)
+PEAK_GOAL = 0.8
+
+
+def matmul_peak_flops(n: int = 2048, reps: int = 5) -> float:
+    """Median FLOP/s of an n x n fp32 matmul (2 n^3 FLOPs) on this CPU, with torch's threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+class _Tokenizer:
+    """Fixed-length stand-in token ids (timing only; the real tokenizer needs no network either,
+    but its vocab size must match the model's, which random ids in range do)."""
+
+    def __init__(self, n_vocab: int, seed: int = 0):
+        self.n_vocab = n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        return [(hash(w) % (self.n_vocab - 1)) + 1 for w in text.split()]
+
+    def padded_tokens_and_mask(self, tokens, ctx):
+        tokens = list(tokens)[:ctx]
+        return tokens + [0] * (ctx - len(tokens)), [True] * len(tokens) + [False] * (ctx - len(tokens))
+
+
+def _ours(model, diffusion, tokenizer, prompts, scale, steps, seed):
+    import torch
+
+    from training.sampling.guidance import text_model_fn
+    from training.sampling.samplers import sample_loop
+
+    def run():
+        g = torch.Generator().manual_seed(seed)
+        model_fn = text_model_fn(model, tokenizer, prompts, scale)
+        size = model.image_size
+        return sample_loop(diffusion, model_fn, (len(prompts), 3, size, size), generator=g,
+                           start_step=steps - 1)
+    return run
+
+
+def _plain(model, diffusion, tokenizer, prompts, scale, steps, seed):
+    import torch
+
+    from training.sampling.guidance import tokenize_prompts
+
+    def run():
+        g = torch.Generator().manual_seed(seed)
+        cond_tokens, cond_mask = tokenize_prompts(tokenizer, prompts, model.text_ctx)
+        uncond_tokens, uncond_mask = tokenize_prompts(tokenizer, [""] * len(prompts), model.text_ctx)
+
+        def guided(x, t):
+            cond = model(x, t, tokens=cond_tokens, mask=cond_mask)  # re-encodes the text every call
+            uncond = model(x, t, tokens=uncond_tokens, mask=uncond_mask)
+            eps = uncond[:, :3] + scale * (cond[:, :3] - uncond[:, :3])
+            return torch.cat([eps, cond[:, 3:]], dim=1)
+
+        size = model.image_size
+        with torch.no_grad():
+            x = torch.randn((len(prompts), 3, size, size), generator=g)
+            for i in range(steps - 1, -1, -1):
+                t = torch.full((len(prompts),), i, dtype=torch.long)
+                noise = torch.randn(x.shape, generator=g) if i > 0 else torch.zeros_like(x)
+                x = diffusion.p_sample(guided, x, t, noise=noise)["sample"]
+        return x
+    return run
+
+
+def guided_step_flops(model, tokenizer, prompts, scale) -> int:
+    """FLOPs of one guided sampling step of ours (the batched forward) for `prompts`, by FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from training.sampling.guidance import text_model_fn
+
+    model_fn = text_model_fn(model, tokenizer, prompts, scale)
+    size = model.image_size
+    x = torch.randn(len(prompts), 3, size, size)
+    t = torch.full((len(prompts),), 10, dtype=torch.long)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model_fn(x, t)
+    return counter.get_total_flops()
+
+
+def bench_model(name: str, args, peak: float) -> dict:
+    import torch
+
+    from training.diffusion import create_diffusion
+    from training.factory import create_model
+    from training.model_config import load_model_config
+
+    cfg = load_model_config(name)
+    torch.manual_seed(0)
+    model = create_model(cfg, device="cpu").eval()
+    # "100" respacing, sampled from its last `steps` steps: realistic timesteps, short run
+    diffusion = create_diffusion(cfg, "100")
+    tokenizer = _Tokenizer(cfg.n_vocab)
+    prompts = [f"a photo of object {i} on a table" for i in range(args.batch_size)]
+    steps = args.steps or DEFAULT_STEPS.get(name, 2)
+    sides = {"ours": _ours(model, diffusion, tokenizer, prompts, args.guidance, steps, args.seed),
+             "plain": _plain(model, diffusion, tokenizer, prompts, args.guidance, steps, args.seed)}
+    times, outputs, diff = {"ours": [], "plain": []}, {}, 0.0
+    for rep in range(args.reps):
+        order = ("ours", "plain") if rep % 2 == 0 else ("plain", "ours")
+        for side in order:
+            t0 = time.perf_counter()
+            outputs[side] = sides[side]()
+            times[side].append((time.perf_counter() - t0) / steps)
+            print(f"  {name} rep {rep + 1}/{args.reps} {side}: {times[side][-1]:.3f} s/step", file=sys.stderr)
+        diff = max(diff, (outputs["ours"] - outputs["plain"]).abs().max().item())
+        assert torch.allclose(outputs["ours"], outputs["plain"], rtol=1e-3, atol=1e-3), \
+            f"{name}: outputs differ by {diff}"
+    ours, plain = statistics.median(times["ours"]), statistics.median(times["plain"])
+    flops = guided_step_flops(model, tokenizer, prompts[:1], args.guidance) * len(prompts)
+    return {"model": name, "params": sum(p.numel() for p in model.parameters()), "steps": steps,
+            "image_size": cfg.image_size, "s_per_step_ours": ours, "s_per_step_plain": plain,
+            "speedup": plain / ours, "goal": GOALS.get(name, DEFAULT_GOAL), "max_abs_diff": diff,
+            "gflop_per_step": flops / 1e9, "gflops": flops / ours / 1e9, "peak_fraction": flops / ours / peak}
+
+
+def main(argv=None) -> int:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="tiny,glide-filtered-base", help="model configs, comma-separated")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps per run (default: 10 tiny, 2 others)")
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions per side (alternating)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    peak = matmul_peak_flops()
+    print(f"matmul peak (2048^2 fp32, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s",
+          file=sys.stderr)
+    rows = []
+    for name in args.models.split(","):
+        print(f"benchmarking {name} ...", file=sys.stderr)
+        rows.append(bench_model(name.strip(), args, peak))
+
+    print(f"\nguided DDPM sampling, batch {args.batch_size}, guidance {args.guidance}, median of {args.reps} "
+          f"alternating reps, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s")
+    header = f"{'model':<22}{'params':>12}{'steps':>6}{'plain s/step':>14}{'ours s/step':>13}{'speed-up':>10}{'goal':>7}" \
+             f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'of peak':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:<22}{r['params']:>12,}{r['steps']:>6}{r['s_per_step_plain']:>14.4f}{r['s_per_step_ours']:>13.4f}"
+              f"{r['speedup']:>9.2f}x{r['goal']:>6.1f}x{r['gflop_per_step']:>12.2f}{r['gflops']:>9.1f}"
+              f"{r['peak_fraction']:>8.0%}")
+    ratios = [r["speedup"] / r["goal"] for r in rows]
+    ratios += [r["peak_fraction"] / PEAK_GOAL for r in rows if r["model"] != "tiny"]
+    result = {"benchmark": "sampling", "ratio": round(min(ratios), 3),
+              "matmul_peak_gflops": round(peak / 1e9, 2),
+              **{f"{r['model']}_{k}": (round(v, 4) if isinstance(v, float) else v)
+                 for r in rows for k, v in r.items() if k != "model"}}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

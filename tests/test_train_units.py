@@ -1,0 +1,155 @@
+"""Trainer pieces without Ray: config, learning-rate schedule, loss scaling, EMA, checkpoint checks."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from pipeline.errors import UserError
+
+
+def test_train_section_validates_and_flags_override(tmp_path, glide_cli, capsys):
+    from pipeline.config import load_config
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train:\n  kind: upsampler\n  lr: 0.002\n  model: {base: tiny, upsampler: up.json}\n")
+    cfg = load_config(cfg_file)
+    assert cfg.train.lr == 0.002 and cfg.train.model_name() == "up.json"
+    assert cfg.train.model_kind == "upsampler"
+
+    cfg_file.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(UserError, match="c.yaml: unknown config key 'train.learning_rate'"):
+        load_config(cfg_file)
+
+    # a flag beats the config: --precision fp16 on this CPU-only run is refused before Ray starts
+    cfg_file.write_text("train:\n  precision: fp32\n")
+    code = glide_cli("train", "base", "--data", tmp_path, "-o", tmp_path / "run", "--config", cfg_file,
+                     "--precision", "fp16")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "glide: error: --precision fp16: DeepSpeed's fp16 training needs GPUs (this run is on CPU); "
+        "use --precision bf16 or fp32"]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, glide_cli, capsys):
+    assert glide_cli("train", "base", "--data", tmp_path / "missing", "-o", tmp_path / "run") == 2
+    assert "missing: no such dataset folder" in capsys.readouterr().err
+    assert glide_cli("train", "upsampler", "--data", tmp_path, "-o", tmp_path / "run") == 2
+    assert "model kind 'base' cannot be trained as 'upsampler'" in capsys.readouterr().err
+    assert glide_cli("train", "base", "--data", tmp_path, "-o", tmp_path / "run", "--init", tmp_path / "nope") == 2
+    assert "nope: no such checkpoint or run folder" in capsys.readouterr().err
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    from training.trainer.config import TrainConfig
+    from training.trainer.engine import lr_multiplier
+
+    cfg = TrainConfig(warmup_steps=4, lr_schedule="cosine", max_steps=104, min_lr_ratio=0.1)
+    assert [lr_multiplier(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_multiplier(4, cfg) == pytest.approx(1.0)
+    assert lr_multiplier(54, cfg) == pytest.approx(0.55)  # half-way down the cosine
+    assert lr_multiplier(104, cfg) == pytest.approx(0.1)
+    assert lr_multiplier(10, TrainConfig(lr_schedule="constant")) == 1.0
+    assert lr_multiplier(52, TrainConfig(lr_schedule="linear", max_steps=102, warmup_steps=2)) == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def one_rank_deepspeed():
+    """DeepSpeed's communication on a one-process gloo group (what the loss scaler logs through)."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from training.trainer.engine import init_distributed
+
+    init_distributed()
+
+
+def test_dynamic_loss_scaler_halves_on_overflow_and_grows_when_steady(one_rank_deepspeed):
+    """fp16 training's loss scaler, as the engine config asks for it (dynamic, window 1000 -> 4 here)."""
+    import torch
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler
+
+    from training.trainer.config import TrainConfig
+    from training.trainer.engine import deepspeed_config
+
+    fp16 = deepspeed_config(TrainConfig(precision="fp16"))["fp16"]
+    assert fp16["enabled"] and fp16["loss_scale"] == 0  # 0 = dynamic
+    scaler = DynamicLossScaler(init_scale=2.0 ** fp16["initial_scale_power"], scale_window=4, min_scale=1,
+                               delayed_shift=1, consecutive_hysteresis=False)
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.tensor([1.0, float("inf"), 0.0])
+    overflow = not bool(torch.isfinite(p.grad).all())  # what the fp16 optimizer checks before stepping
+    assert overflow
+    scaler.update_scale(overflow)
+    assert scaler.cur_scale == 2.0 ** 15  # overflow: halved (and the step is skipped)
+    assert scaler.scale_loss(torch.tensor(2.0)) == 2.0 ** 16  # the loss is multiplied by the scale
+    for _ in range(4):
+        scaler.update_scale(False)
+    assert scaler.cur_scale == 2.0 ** 15  # not yet a full window of clean steps after the overflow
+    scaler.update_scale(False)
+    assert scaler.cur_scale == 2.0 ** 16  # a window of 4 clean steps: doubled again
+
+
+def test_ema_follows_the_weights_and_round_trips(one_rank_deepspeed):
+    import torch
+
+    from training.trainer.ema import ParameterEMA
+
+    layer = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    ema = ParameterEMA(layer, rate=0.75)
+    with torch.no_grad():
+        layer.weight.fill_(4.0)
+    ema.update()
+    ema.update()
+    # 0 -> 0.25 * 4 = 1 -> 1 + 0.25 * (4 - 1) = 1.75
+    assert torch.allclose(ema.full_state_dict()["weight"], torch.full((2, 2), 1.75))
+    other = ParameterEMA(layer, rate=0.75)
+    other.load_local_state_dict(ema.local_state_dict(), "test")
+    assert torch.equal(other.shadow["weight"], ema.shadow["weight"])
+    with pytest.raises(UserError, match="ema.safetensors: EMA state lacks parameter 'bias'"):
+        other.load_local_state_dict({"weight": torch.zeros(2, 2)}, "ema.safetensors")
+
+
+def test_checkpoint_verification_names_the_damaged_file(tmp_path):
+    from training.trainer.checkpointing import verify_checkpoint
+
+    ckpt = tmp_path / "step-0000004"
+    (ckpt / "ds").mkdir(parents=True)
+    (ckpt / "ds" / "weights.pt").write_bytes(b"0123456789")
+    import hashlib
+
+    for rank in range(2):
+        (ckpt / f"state-rank{rank}.json").write_text("{}")
+        files = {f"state-rank{rank}.json": {"sha256": hashlib.sha256(b"{}").hexdigest(), "bytes": 2}}
+        if rank == 0:
+            files["ds/weights.pt"] = {"sha256": hashlib.sha256(b"0123456789").hexdigest(), "bytes": 10}
+        (ckpt / f"manifest-rank{rank}.json").write_text(json.dumps(
+            {"step": 4, "rank": rank, "world_size": 2, "files": files}))
+    assert verify_checkpoint(ckpt) == {"step": 4, "world_size": 2}
+    (ckpt / "ds" / "weights.pt").write_bytes(b"0123456780")
+    with pytest.raises(UserError, match=r"ds/weights.pt: checkpoint file is damaged"):
+        verify_checkpoint(ckpt)
+    (ckpt / "ds" / "weights.pt").unlink()
+    with pytest.raises(UserError, match=r"ds/weights.pt: missing from checkpoint"):
+        verify_checkpoint(ckpt)
+    (ckpt / "manifest-rank1.json").unlink()
+    (ckpt / "manifest-rank0.json").write_text("{not json")
+    with pytest.raises(UserError, match="manifest-rank0.json: unreadable checkpoint manifest"):
+        verify_checkpoint(ckpt)
+
+
+def test_device_peak_and_progress_line():
+    from training.trainer.metrics import device_peak_tflops, format_progress
+
+    assert device_peak_tflops("cuda", "bf16", override=312.0) == 312.0
+    cpu = device_peak_tflops("cpu", "fp32")
+    assert cpu is None or 0 < cpu < 100
+    line = format_progress({"step": 3, "loss": 0.5, "loss_q0": 0.9, "loss_q1": 0.5, "loss_q2": 0.3,
+                            "loss_q3": 0.2, "grad_norm": 1.5, "lr": 1e-3, "loss_scale": 1.0,
+                            "images_per_s": 12.5, "mfu": 0.031}, max_steps=10)
+    assert line == ("train: step 3/10  loss 0.5000  q0-3 0.900/0.500/0.300/0.200  grad 1.5  lr 1.00e-03  "
+                    "scale 1  12.5 img/s  MFU 3.10%")
+    assert not math.isnan(cpu or 0.0)

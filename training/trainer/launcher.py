@@ -1,0 +1,212 @@
+"""The driver side of `glide train`: check the inputs, build the data stream, run Ray Train.
+
+    RUN/checkpoints/step-NNNNNNN/   DeepSpeed checkpoints (Ray Train's run "checkpoints" in RUN)
+    RUN/exports/step-NNNNNNN/       EMA + raw weights, safetensors (training.load / glide sample)
+    RUN/tensorboard/                TensorBoard event files
+    RUN/metrics.jsonl               every logged step, one JSON object a line
+    RUN/train-config.json           the resolved TrainConfig and model config of the last start
+
+Rerunning the same command resumes from the newest checkpoint (verified first); Ray Train's
+FailureConfig restarts the workers from the newest checkpoint when one dies. Errors from the
+workers come back as one line: a worker's UserError is re-raised here as a UserError.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from pipeline.errors import UserError
+from training.trainer.config import TrainConfig
+
+
+def prepare_run(cfg: TrainConfig) -> dict:
+    """Everything checked before Ray starts: paths, precision, model config, init weights, resume point."""
+    from training.trainer.checkpointing import latest_checkpoint_dir, read_rank_state, verify_checkpoint
+    from training.trainer.engine import check_precision
+    from training.trainer.model_setup import resolve_model_config, tokenizer_base_dir
+
+    if not cfg.data:
+        raise UserError("glide train: --data DATASET is required (or train.data in the config)")
+    if not cfg.output:
+        raise UserError("glide train: -o RUN is required (or train.output in the config)")
+    check_precision(cfg, "cuda" if cfg.use_gpu else "cpu")
+    data_dir = cfg.data if "://" in cfg.data else str(Path(cfg.data).resolve())
+    if "://" not in data_dir and not Path(data_dir).is_dir():
+        raise UserError(f"{cfg.data}: no such dataset folder")
+    run_dir = Path(cfg.output).resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{cfg.output}: exists and is not a folder")
+    model_cfg = resolve_model_config(cfg)
+    if cfg.init:
+        from training.checkpoint import checkpoint_info
+
+        checkpoint_info(cfg.init, verify=True)  # a damaged --init fails here, naming the file
+    resume_dir, start_step, position = None, 0, None
+    latest = latest_checkpoint_dir(run_dir)
+    if latest is not None:
+        info = verify_checkpoint(latest)
+        if info["world_size"] != cfg.workers:
+            raise UserError(f"{latest}: written by {info['world_size']} workers; resume with "
+                            f"--workers {info['world_size']} (asked for {cfg.workers})")
+        state = read_rank_state(latest, 0)
+        resume_dir, start_step, position = str(latest), int(state["step"]), state.get("position")
+    return {"data_dir": data_dir, "run_dir": run_dir, "model_cfg": model_cfg, "resume_dir": resume_dir,
+            "start_step": start_step, "position": position, "tokenizer_dir": tokenizer_base_dir(cfg)}
+
+
+def dataset_rows(data_dir: str) -> int:
+    """Rows of the dataset (manifest counts when present, else the shards' footers)."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from pipeline import shards
+
+    manifest = shards.read_manifest(data_dir, missing_ok=True)
+    if manifest and all("rows" in s for s in manifest.get("shards", [])) and manifest.get("shards"):
+        return sum(int(s["rows"]) for s in manifest["shards"])
+    total = 0
+    for path in shards.list_shards(data_dir):
+        fs, p = fsspec.core.url_to_fs(path)
+        with fs.open(p, "rb") as f:
+            try:
+                total += ipc.open_file(f).count_rows()
+            except (pa.ArrowInvalid, OSError) as e:
+                raise UserError(f"{path}: not an Arrow shard ({e})") from None
+    return total
+
+
+def epochs_needed(cfg: TrainConfig, rows: int, start_step: int) -> int:
+    """Epochs the data stream must cover so every worker reaches max_steps (plus slack)."""
+    if rows <= 0:
+        raise UserError(f"{cfg.data}: dataset has no rows")
+    per_step = cfg.batch_size * cfg.grad_accum * cfg.workers
+    needed = (cfg.max_steps - start_step + 1) * per_step + cfg.shuffle_buffer * cfg.workers
+    return max(1, math.ceil(needed / rows) + 1)
+
+
+def run_training(cfg: TrainConfig, *, stream=None) -> dict:
+    """Train as `cfg` says (Ray must be initialised); returns {"step", "run_dir", "export"}."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Queue
+
+    from training.data import DataPosition, build_train_dataset, train_data_config
+    from training.model_info import model_info
+    from training.trainer.checkpointing import CHECKPOINTS_DIR
+    from training.trainer.loop import train_worker
+    from training.trainer.metrics import ProgressPrinter
+    from training.trainer.model_setup import train_task
+
+    stream = stream or sys.stderr
+    run = prepare_run(cfg)
+    run_dir: Path = run["run_dir"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = run["model_cfg"]
+    if run["start_step"] >= cfg.max_steps:
+        print(f"train: {run_dir} is already at step {run['start_step']} (max_steps {cfg.max_steps})", file=stream)
+        return {"step": run["start_step"], "run_dir": str(run_dir), "export": _latest_export(run_dir)}
+    (run_dir / "train-config.json").write_text(json.dumps(
+        {"train": cfg.model_dump(mode="json"), "model": model_cfg.to_dict()}, indent=2) + "\n")
+
+    task = train_task(cfg, model_cfg)
+    start = DataPosition.from_dict(run["position"]) if run["position"] else None
+    epochs = epochs_needed(cfg, dataset_rows(run["data_dir"]), run["start_step"])
+    dataset = build_train_dataset(run["data_dir"], task, start_position=start, num_epochs=epochs)
+    flops = model_info(model_cfg).flops_per_image
+
+    queue = Queue(maxsize=10_000)
+    loop_config = {"train": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "run_dir": str(run_dir),
+                   "resume_dir": run["resume_dir"], "tokenizer_dir": run["tokenizer_dir"],
+                   "init": None if run["resume_dir"] else cfg.init, "flops_per_image": flops, "queue": queue}
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(storage_path=str(run_dir), name=CHECKPOINTS_DIR,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        datasets={"train": dataset},
+        dataset_config=train_data_config(),
+    )
+    where = f"resuming at step {run['start_step']}" if run["resume_dir"] else "from scratch"
+    print(f"train: {cfg.kind} ({model_cfg.kind}, {model_cfg.image_size}px) on {cfg.workers} worker(s), "
+          f"ZeRO-{cfg.zero_stage}, {cfg.precision}, {where} -> {run_dir}", file=stream, flush=True)
+    printer = ProgressPrinter(queue, cfg.max_steps, stream).start()
+    try:
+        trainer.fit()
+    except Exception as e:  # Ray wraps worker errors; bring back one line
+        raise _one_line_error(e) from None
+    finally:
+        printer.stop()
+        try:
+            ray.kill(queue.actor)
+        except Exception:
+            pass
+    export = _latest_export(run_dir)
+    print(f"train: done; latest export {export}", file=stream, flush=True)
+    return {"step": cfg.max_steps, "run_dir": str(run_dir), "export": export}
+
+
+def _latest_export(run_dir: Path) -> str | None:
+    from training.checkpoint import resolve_checkpoint_dir
+
+    try:
+        return str(resolve_checkpoint_dir(run_dir))
+    except UserError:
+        return None
+
+
+def _causes(error: BaseException):
+    """The error, the worker errors Ray Train collected, and their causes (depth-first)."""
+    seen, stack = set(), [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            stack.extend(failures.values())
+        for attr in ("cause", "__cause__", "__context__", "error"):
+            inner = getattr(e, attr, None)
+            if isinstance(inner, BaseException):
+                stack.append(inner)
+
+
+def _one_line_error(error: BaseException) -> Exception:
+    """A worker's UserError as a UserError; anything else as a RuntimeError with the worker's first line."""
+    causes = list(_causes(error))
+    users = [e for e in causes if isinstance(e, UserError)]
+    if users:
+        # Ray re-raises a task's error as a subclass of both RayTaskError and the original type;
+        # the original (its `cause`) carries the one-line message.
+        plain = [e for e in users if not type(e).__module__.startswith("ray")]
+        return UserError(_first_line((plain or users)[0]))
+    root = causes[-1] if causes else error
+    for e in causes:  # the innermost worker exception is the informative one
+        if not type(e).__module__.startswith("ray"):
+            root = e
+            break
+    return RuntimeError(f"training failed: {type(root).__name__}: {_first_line(root)}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(e: BaseException) -> str:
+    text = _ANSI.sub("", str(e)).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Traceback", "File ", "ray::", "Training worker")):
+            return line
+    return text.splitlines()[0] if text else type(e).__name__
