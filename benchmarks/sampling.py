@@ -13,7 +13,8 @@ Same seed, same noise: the final images must match (asserted). Repetitions alter
 runs first; seconds per step are medians (the first repetition doubles as warm-up and as the
 equal-output check). FLOP/s: FLOPs of one guided step (torch's FlopCounter on a one-image batch,
 times the batch size; multiply-add = 2) / our median seconds per step, as a fraction of the median
-speed of a large fp32 matmul measured here with the same threads.
+speed of a large fp32 matmul measured here with the same threads (sampled before every repetition,
+so a busy machine slows both alike).
 ratio = min over models of (speed-up / goal) and, for the released size, (peak fraction / 0.8):
 goals are tiny >= 1.5x, released base >= 1.1x and >= 80% of matmul peak; >= 1 means all hold.
 Ends with one JSON line {"benchmark": "sampling", "ratio": R, ...}.
@@ -47,14 +48,13 @@ def matmul_peak_flops(n: int = 2048, reps: int = 5) -> float:
 
 
 class _Tokenizer:
-    """Fixed-length stand-in token ids (timing only; the real tokenizer needs no network either,
-    but its vocab size must match the model's, which random ids in range do)."""
+    """Deterministic stand-in token ids in the model's vocabulary (timing does not depend on them)."""
 
-    def __init__(self, n_vocab: int, seed: int = 0):
+    def __init__(self, n_vocab: int):
         self.n_vocab = n_vocab
 
     def encode(self, text: str) -> list[int]:
-        return [(hash(w) % (self.n_vocab - 1)) + 1 for w in text.split()]
+        return [1 + sum(map(ord, w)) % (self.n_vocab - 1) for w in text.split()]
 
     def padded_tokens_and_mask(self, tokens, ctx):
         tokens = list(tokens)[:ctx]
@@ -120,7 +120,7 @@ def guided_step_flops(model, tokenizer, prompts, scale) -> int:
     return counter.get_total_flops()
 
 
-def bench_model(name: str, args, peak: float) -> dict:
+def bench_model(name: str, args, peaks: list) -> dict:
     import torch
 
     from training.diffusion import create_diffusion
@@ -139,6 +139,7 @@ def bench_model(name: str, args, peak: float) -> dict:
              "plain": _plain(model, diffusion, tokenizer, prompts, args.guidance, steps, args.seed)}
     times, outputs, diff = {"ours": [], "plain": []}, {}, 0.0
     for rep in range(args.reps):
+        peaks.append(matmul_peak_flops(reps=3))  # sampled between reps: the same load as the timings
         order = ("ours", "plain") if rep % 2 == 0 else ("plain", "ours")
         for side in order:
             t0 = time.perf_counter()
@@ -149,6 +150,7 @@ def bench_model(name: str, args, peak: float) -> dict:
         assert torch.allclose(outputs["ours"], outputs["plain"], rtol=1e-3, atol=1e-3), \
             f"{name}: outputs differ by {diff}"
     ours, plain = statistics.median(times["ours"]), statistics.median(times["plain"])
+    peak = statistics.median(peaks)
     flops = guided_step_flops(model, tokenizer, prompts[:1], args.guidance) * len(prompts)
     return {"model": name, "params": sum(p.numel() for p in model.parameters()), "steps": steps,
             "image_size": cfg.image_size, "s_per_step_ours": ours, "s_per_step_plain": plain,
@@ -166,15 +168,20 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's choice); 1 is steadier on a shared, busy machine")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    peak = matmul_peak_flops()
-    print(f"matmul peak (2048^2 fp32, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s",
+    peaks = [matmul_peak_flops()]
+    print(f"matmul peak (2048^2 fp32, {torch.get_num_threads()} threads): {peaks[0] / 1e9:.1f} GFLOP/s",
           file=sys.stderr)
     rows = []
     for name in args.models.split(","):
         print(f"benchmarking {name} ...", file=sys.stderr)
-        rows.append(bench_model(name.strip(), args, peak))
+        rows.append(bench_model(name.strip(), args, peaks))
+    peak = statistics.median(peaks)
 
     print(f"\nguided DDPM sampling, batch {args.batch_size}, guidance {args.guidance}, median of {args.reps} "
           f"alternating reps, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s")

@@ -174,28 +174,31 @@ def bench_ray_workers(args) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    out = {}
+    runs = {1: [], 2: []}
+    order = [1, 2, 2, 1, 1, 2][: 2 * args.ray_reps]  # alternating, balanced
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for workers in (1, 2):
+            for i, workers in enumerate(order):
+                result_file = f"{tmp}/result-{i}.json"
                 trainer = TorchTrainer(
                     _ray_worker,
                     train_loop_config={"model": args.model, "batch_size": args.batch_size,
                                        "precision": args.precision, "warmup": 2, "steps": args.ray_steps,
-                                       "result_file": f"{tmp}/result-{workers}.json"},
+                                       "result_file": result_file},
                     scaling_config=ScalingConfig(num_workers=workers, use_gpu=False,
                                                  resources_per_worker={"CPU": 1}),
                     torch_config=TorchConfig(backend="gloo"),
-                    run_config=RunConfig(storage_path=tmp, name=f"bench-{workers}"),
+                    run_config=RunConfig(storage_path=tmp, name=f"bench-{i}-{workers}"),
                 )
                 trainer.fit()
-                with open(f"{tmp}/result-{workers}.json") as f:
+                with open(result_file) as f:
                     steps_per_s = json.load(f)["steps_per_s"]
-                out[workers] = steps_per_s
+                runs[workers].append(steps_per_s)
                 print(f"  ray train, {workers} worker(s): {steps_per_s:.2f} steps/s "
                       f"({steps_per_s * workers * args.batch_size:.1f} img/s)", file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
+    out = {w: statistics.median(r) for w, r in runs.items()}
     return {"ray_1_worker_steps_per_s": out[1], "ray_2_workers_steps_per_s": out[2],
             "ray_speedup_2_over_1": 2 * out[2] / out[1]}
 
@@ -208,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=8, help="steps per timed repetition")
     p.add_argument("--reps", type=int, default=7, help="alternating repetitions per side")
     p.add_argument("--ray-steps", type=int, default=20, help="timed steps per Ray Train run")
+    p.add_argument("--ray-reps", type=int, choices=(1, 2, 3), default=2,
+                   help="Ray Train runs per worker count, alternating 1,2,2,1,... (default 2)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in the single process (default 1: stable figures on a shared machine)")
     p.add_argument("--skip-ray", action="store_true", help="only the single-process comparison")

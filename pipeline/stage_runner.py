@@ -163,6 +163,7 @@ def run_stage(*, stage: str, dataset: str, tasks: list[ShardTask], fn: Callable,
         fs, mp = fsspec.core.url_to_fs(sh.join(dataset, sh.MANIFEST))
         if fs.exists(mp):
             fs.rm(mp)
+        _remove_stale_outputs(dataset, {t.name for t in tasks})
 
     total = sum(t.rows for t in tasks)
     reused_rows = sum(r["input"] for r in results.values())
@@ -213,12 +214,30 @@ def run_stage(*, stage: str, dataset: str, tasks: list[ShardTask], fn: Callable,
     if failed:
         names = ", ".join(t.name for t in failed)
         detail = failed[0].errors[-1]
+        errors_path = sh.join(dataset, PROGRESS_DIR, "failures.json")
+        sh.write_json_atomic(errors_path, {t.name: t.errors for t in failed})
         raise StageFailed(f"{stage}: {len(failed)} shard(s) failed after {retries + 1} attempts: {names} "
-                          f"(last error: {detail}); rerun the same command to retry them")
+                          f"(last error: {detail}; every attempt's error in {errors_path}); "
+                          f"rerun the same command to retry them")
+    fs, fp = fsspec.core.url_to_fs(sh.join(dataset, PROGRESS_DIR, "failures.json"))
+    if fs.exists(fp):  # an earlier run's failures, now resolved
+        fs.rm(fp)
     return sh.write_manifest(
         dataset, stage=stage, config=cfg, inputs=inputs or [], counts=counts,
         shards=[r["shard"] for r in ordered], rejects=[r["rejects"] for r in ordered],
     )
+
+
+def _remove_stale_outputs(dataset: str, names: set[str]) -> None:
+    """Drop shards (and their records) of an earlier run with more shards than this one."""
+    for kind in (sh.SHARDS_DIR, sh.REJECTS_DIR, PROGRESS_DIR):
+        fs, p = fsspec.core.url_to_fs(sh.join(dataset, kind))
+        if not fs.exists(p):
+            continue
+        for path in fs.ls(p, detail=False):
+            base = path.rstrip("/").rsplit("/", 1)[-1]
+            if base.startswith("part-") and base.replace(".json", ".arrow") not in names:
+                fs.rm(path)
 
 
 def _short_error(e: BaseException) -> str:

@@ -1,7 +1,6 @@
 """Stored images: img2dataset's Resizer sizes, and refusals before any pixel is decoded."""
 import io
 
-import pytest
 from PIL import Image
 
 from pipeline.ingest.images import ImageProcessor

@@ -1,12 +1,11 @@
 """`glide ingest` end to end: the sample world crawled over loopback HTTP by real img2dataset
 pieces in real Ray tasks; every row accounted for; resumable after SIGKILL; failures named."""
-import collections
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -160,8 +159,13 @@ def test_a_shard_that_keeps_failing_is_retried_then_named_and_the_exit_is_nonzer
     assert "glide: failed: ingest: 9 shard(s) failed after 2 attempts" in proc.stderr
     assert "part-00000.arrow" in proc.stderr and "Traceback" not in proc.stderr
     assert not (out / "manifest.json").exists()
+    errors = json.loads((out / "_progress" / "failures.json").read_text())
+    assert len(errors) == 9 and all(len(attempts) == 2 for attempts in errors.values())
+    assert "rejects" in errors["part-00000.arrow"][0]
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_bad_url_lists_exit_2_naming_file_and_column(tmp_path):
     bad = tmp_path / "urls.csv"
     bad.write_text("link,caption\nhttp://x/1.jpg,one\n")
@@ -173,5 +177,4 @@ def test_bad_url_lists_exit_2_naming_file_and_column(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"glide: error: {bad}: no column 'url' (columns: link, caption); " \
                                   "set --url-col/--caption-col"
-    assert run_glide("ingest", bad, "-o", tmp_path / "ds2", "--url-col", "link", "--shard-size", "0",
-                     timeout=60).returncode == 2
+    assert main(["ingest", str(bad), "-o", str(tmp_path / "ds2"), "--url-col", "link", "--shard-size", "0"]) == 2

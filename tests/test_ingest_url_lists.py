@@ -102,3 +102,12 @@ def test_unreadable_or_unknown_lists_are_user_errors_naming_the_file(tmp_path):
     jl.write_text('{"url": "http://x/1", "caption": "a"}\n{"url": "http://x/2", "caption": \n')
     with pytest.raises(UserError, match="bad.jsonl"):
         url_lists.shard_url_lists([str(jl)], ds, url_col="url", caption_col="caption", shard_size=3)
+
+
+def test_sharding_reports_progress_per_input_shard(tmp_path):
+    path = str(tmp_path / "l.parquet")
+    write_list(path, "parquet")
+    seen = []
+    url_lists.shard_url_lists([path], str(tmp_path / "ds"), url_col="u", caption_col="text", shard_size=3,
+                              progress=seen.append)
+    assert seen == [3, 6, 7]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from training.memory_plan import (
-    GB, HEADROOM, expected_deepspeed_gb, measure_model, model_state_bytes, plan_memory,
+    HEADROOM, expected_deepspeed_gb, measure_model, model_state_bytes, plan_memory,
 )
 from training.model_config import load_model_config
 

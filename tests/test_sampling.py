@@ -5,13 +5,12 @@ samplers must reproduce the data distribution, so these tests check the sampling
 """
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from training.diffusion import GaussianDiffusion, respaced_diffusion, space_timesteps
 from training.diffusion.schedules import get_named_beta_schedule
-from training.sampling.clip_guidance import clip_cond_fn, gradient_cond_fn
+from training.sampling.clip_guidance import gradient_cond_fn, similarity_cond_fn
 from training.sampling.editing import inpaint, inpaint_model_kwargs, sdedit, sdedit_start_step
 from training.sampling.guidance import ClassifierFreeGuidance, TextConditioned, encode_prompts, text_model_fn
 from training.sampling.samplers import ddim_encode, sample_loop
@@ -163,7 +162,7 @@ def test_gradient_cond_fn_is_the_score_gradient_and_steers_sampling():
         assert guided.mean() < free.mean() - 0.1  # pulled towards the target
 
 
-def test_clip_cond_fn_follows_the_embedding_similarity():
+def test_similarity_cond_fn_follows_the_embedding_similarity():
     proj = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
 
     def image_embed(x, t):
@@ -171,7 +170,7 @@ def test_clip_cond_fn_follows_the_embedding_similarity():
 
     text = torch.randn(2, 4)
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    cond_fn = clip_cond_fn(image_embed, text, guidance_scale=3.0, logit_scale=10.0)
+    cond_fn = similarity_cond_fn(image_embed, text, guidance_scale=3.0, logit_scale=10.0)
     with torch.no_grad():
         grad = cond_fn(x, torch.zeros(2, dtype=torch.long))
     sim = 10.0 * torch.nn.functional.cosine_similarity(image_embed(x, None), text, dim=-1).sum()

@@ -20,14 +20,14 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _save(directory, **overrides):
+def _save(directory, config="tiny", **overrides):
     import torch
 
     from training.checkpoint import save_checkpoint
     from training.factory import create_model
     from training.model_config import ModelConfig, load_model_config
 
-    base = {k: v for k, v in load_model_config("tiny").to_dict().items() if k not in ("inpaint", "super_res")}
+    base = {k: v for k, v in load_model_config(config).to_dict().items() if k not in ("inpaint", "super_res")}
     cfg = ModelConfig.from_dict({**base, **overrides}, source="test config")
     torch.manual_seed(0)
     return save_checkpoint(directory, create_model(cfg, device="cpu"), cfg, step=7)
@@ -40,6 +40,8 @@ def checkpoints(tmp_path_factory):
         "base": _save(root / "base"),
         "inpaint": _save(root / "inpaint", kind="base-inpaint"),
         "up": _save(root / "up", kind="upsampler", image_size=64, noise_schedule="linear"),
+        "clip": _save(root / "clip", config="tiny-clip"),
+        "up-inpaint": _save(root / "up-inpaint", kind="upsampler-inpaint", image_size=64, noise_schedule="linear"),
     }
 
 
@@ -77,6 +79,18 @@ def test_sample_prompts_file_in_batches_then_upsampled(glide_cli, checkpoints, t
     assert Image.open(out / "sample-0002.png").size == (64, 64)
 
 
+def test_sample_with_clip_guidance_follows_the_clip_gradient(glide_cli, checkpoints, tmp_path):
+    args = ["sample", "--model", checkpoints["base"], "--prompt", "a red cube", "--steps", "3",
+            "--batch-size", "1", "--no-progress"]
+    assert glide_cli(*args, "-o", tmp_path / "plain", "--guidance", "1") == 0
+    assert glide_cli(*args, "-o", tmp_path / "clip", "--clip", checkpoints["clip"], "--clip-guidance", "50") == 0
+    settings = json.loads((tmp_path / "clip" / "settings.json").read_text())
+    assert settings["clip_guidance"] == 50 and settings["guidance"] == 1  # CLIP alone, as glide's notebook
+    plain, guided = _pixels(tmp_path / "plain" / "sample-0000.png"), _pixels(tmp_path / "clip" / "sample-0000.png")
+    assert np.abs(plain - guided).mean() > 1  # same seed: the difference is the CLIP gradient
+    assert glide_cli(*args, "-o", tmp_path / "x", "--clip", checkpoints["base"]) == 2
+
+
 def _image_and_mask(tmp_path, size=32):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -98,6 +112,19 @@ def test_inpaint_keeps_the_black_region_of_the_mask(glide_cli, checkpoints, tmp_
     result = _pixels(out / "sample-0001.png")
     assert np.abs(result[:16] - image[:16]).max() <= 1  # kept (up to 8-bit rounding)
     assert np.abs(result[16:] - image[16:]).mean() > 10  # regenerated
+
+
+def test_inpaint_then_inpainting_upsampler_keeps_the_known_region_at_full_size(glide_cli, checkpoints, tmp_path):
+    image = _image_and_mask(tmp_path, size=64)
+    out = tmp_path / "out"
+    assert glide_cli("inpaint", "--model", checkpoints["inpaint"], "--image", tmp_path / "photo.png",
+                     "--mask", tmp_path / "mask.png", "--prompt", "a hat", "--steps", "2", "--batch-size", "1",
+                     "--upsampler", checkpoints["up-inpaint"], "--upsampler-steps", "2", "--no-progress",
+                     "-o", out) == 0
+    result = _pixels(out / "sample-0000.png")
+    assert result.shape == (64, 64, 3)
+    assert np.abs(result[:32] - image[:32]).max() <= 1
+    assert np.abs(result[32:] - image[32:]).mean() > 10
 
 
 def test_sdedit_strength_controls_how_much_of_the_sketch_survives(glide_cli, checkpoints, tmp_path):
@@ -126,6 +153,7 @@ def test_bad_inputs_exit_2_with_one_line(glide_cli, checkpoints, tmp_path, capsy
         (["sdedit", "--image", tmp_path / "notimage.png", "--prompt", "x", *base], "notimage.png"),
         (["sdedit", "--image", tmp_path / "missing.png", "--prompt", "x", *base], "missing.png"),
         (["sdedit", "--image", tmp_path / "missing.png", "--prompt", "x", "--strength", "0", *base], "strength"),
+        (["sample", "--prompt", "x", "--device", "nonsense", *base], "--device"),
     ]
     for argv, needle in cases:
         assert glide_cli(*argv) == 2, argv

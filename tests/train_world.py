@@ -60,6 +60,12 @@ def write_model_config(path: Path, base: str = "tiny", **changes) -> Path:
     return path
 
 
-def tiny_upsampler_config(path: Path) -> Path:
-    """A 32px upsampler from 16px of tiny.json's size."""
-    return write_model_config(path, kind="upsampler", noise_schedule="linear", extra={"low_res_size": 16})
+def micro_config(path: Path, kind: str = "base") -> Path:
+    """tiny.json at 16px (two UNet levels, attention at 8px): fast enough for many test steps.
+
+    kind "upsampler": a 16px upsampler from 8px with the linear schedule, as GLIDE's upsampler.
+    """
+    changes = dict(image_size=16, channel_mult="1,2", attention_resolutions="8")
+    if kind == "upsampler":
+        changes.update(kind="upsampler", noise_schedule="linear", extra={"low_res_size": 8})
+    return write_model_config(path, **changes)

@@ -140,7 +140,7 @@ def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind
     if kind in CLIP_KINDS and config is not None:
         raise UserError(f"--model-config: not used for --kind {kind} (the noised CLIP's sizes are read from {src})")
     exists = (dst / CONFIG_FILE).is_file()
-    if dst.exists() and not exists and any(dst.iterdir()):
+    if dst.exists() and not exists and (not dst.is_dir() or any(dst.iterdir())):
         raise UserError(f"{dst}: exists and is not a checkpoint folder; choose another -o")
     if exists and not overwrite and kind not in CLIP_KINDS:
         raise UserError(f"{dst}: a checkpoint is already there (use --force to replace it)")

@@ -27,7 +27,7 @@ def _add_common(p: argparse.ArgumentParser, *, batch_help: str) -> None:
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
                    help="ancestral (ddpm) or DDIM; default ddim for --steps ddimN, else ddpm")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 = deterministic)")
-    p.add_argument("--guidance", type=float, default=3.0, metavar="S",
+    p.add_argument("--guidance", type=float, default=None, metavar="S",
                    help="classifier-free guidance scale (1 = none; default 3)")
     p.add_argument("--batch-size", type=int, default=4, metavar="B", help=batch_help)
     p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
@@ -49,6 +49,9 @@ def register(subparsers, common) -> None:
     prompts.add_argument("--prompts", metavar="FILE", help="a text file with one caption per line")
     s.add_argument("--per-prompt", type=int, default=None, metavar="N",
                    help="images per caption (default: --batch-size with --prompt, 1 with --prompts)")
+    s.add_argument("--clip", default=None, metavar="CKPT",
+                   help="noised CLIP checkpoint for CLIP guidance (then --guidance defaults to 1: none)")
+    s.add_argument("--clip-guidance", type=float, default=3.0, metavar="S", help="CLIP guidance scale (default 3)")
     _add_common(s, batch_help="images per forward batch (default 4)")
     s.set_defaults(func=run_sample)
 
@@ -82,16 +85,22 @@ class _Run:
     """What every command needs: device, seeded generator, base model (+ optional upsampler)."""
 
     def __init__(self, args, *, allowed_kinds: tuple[str, ...]):
-        import torch
-
-        import training
         from pipeline.errors import UserError
+        from training.checkpoint import resolve_checkpoint_dir
 
         if args.batch_size < 1:
             raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
+        for path in (args.model, args.upsampler, getattr(args, "clip", None)):
+            if path:
+                resolve_checkpoint_dir(path)  # a wrong path fails now, before torch is imported
+        import torch
+
+        import training
+
         self.args = args
-        self.device = torch.device(args.device) if args.device else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        if args.guidance is None:
+            args.guidance = 1.0 if getattr(args, "clip", None) else 3.0
+        self.device = _pick_device(args.device)
         self.base = training.load(args.model, device=self.device, timestep_respacing=args.steps)
         if self.base.config.kind not in allowed_kinds:
             raise UserError(f"{args.model}: is a {self.base.config.kind!r} model; this command needs "
@@ -153,6 +162,23 @@ class _Run:
               f"({settings['seconds']} s on {self.device})")
 
 
+def _pick_device(name):
+    """--device, or CUDA when present, else CPU; an unusable --device is a UserError."""
+    import torch
+
+    from pipeline.errors import UserError
+
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device: {name!r} is not a torch device ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device: {name!r} asked for, but CUDA is not available here")
+    return device
+
+
 def _half_precision_on_gpu(loaded) -> None:
     """fp16 torso and transformer on CUDA when the config asks (use_fp16), as glide-text2im samples."""
     import torch
@@ -180,36 +206,51 @@ def _read_prompts(args) -> list[str]:
 
 # ---- commands ------------------------------------------------------------------------------------
 def run_sample(args) -> int:
-    import torch
-
     from pipeline.errors import UserError
-    from training.sampling.text2im import sample_text2im
 
     prompts = _read_prompts(args)
     per_prompt = args.per_prompt or (args.batch_size if args.prompt is not None else 1)
     if per_prompt < 1:
         raise UserError(f"--per-prompt: must be at least 1, got {per_prompt}")
     run = _Run(args, allowed_kinds=("base",))
+    import torch
+
+    from training.sampling.text2im import sample_text2im
+
+    clip = None
+    if args.clip:
+        import training
+
+        clip = training.load(args.clip, device=run.device)
+        if clip.config.kind != "clip":
+            raise UserError(f"{args.clip}: is a {clip.config.kind!r} model, not a noised CLIP")
     todo = [p for p in prompts for _ in range(per_prompt)]
     images = []
     for start in range(0, len(todo), args.batch_size):
         batch = todo[start:start + args.batch_size]
         if len(todo) > args.batch_size and run.progress:
             print(f"batch {start // args.batch_size + 1}/{-(-len(todo) // args.batch_size)}", file=sys.stderr)
+        cond_fn = None
+        if clip is not None:
+            from training.sampling.clip_cond import clip_cond_fn_for_prompts
+
+            cond_fn = clip_cond_fn_for_prompts(clip.model, batch, args.clip_guidance, tokenizer=clip.tokenizer)
         x = sample_text2im(run.base.model, run.diffusion, run.base.tokenizer, batch, guidance_scale=args.guidance,
-                           method=run.method, eta=args.eta, generator=run.generator, device=run.device,
-                           progress=run.progress)
+                           method=run.method, eta=args.eta, cond_fn=cond_fn, generator=run.generator,
+                           device=run.device, progress=run.progress)
         images.append(run.upsample(batch, x).cpu())
-    run.write(torch.cat(images), todo, "sample", {"per_prompt": per_prompt})
+    run.write(torch.cat(images), todo, "sample", {
+        "per_prompt": per_prompt, "clip": str(clip.path) if clip else None,
+        "clip_guidance": args.clip_guidance if clip else None})
     return 0
 
 
 def run_inpaint(args) -> int:
+    run = _Run(args, allowed_kinds=("base", "base-inpaint"))
     from training.sampling.editing import inpaint, inpaint_model_kwargs
     from training.sampling.guidance import text_model_fn
     from training.sampling.images import load_image, load_regenerate_mask
 
-    run = _Run(args, allowed_kinds=("base", "base-inpaint"))
     size = run.base.model.image_size
     n = args.batch_size
     image = load_image(args.image, size).to(run.device).expand(n, -1, -1, -1)
@@ -236,11 +277,12 @@ def run_inpaint(args) -> int:
 
 def run_sdedit(args) -> int:
     from pipeline.errors import UserError
+
+    run = _Run(args, allowed_kinds=("base",))
     from training.sampling.editing import sdedit, sdedit_start_step
     from training.sampling.guidance import text_model_fn
     from training.sampling.images import load_image
 
-    run = _Run(args, allowed_kinds=("base",))
     strength = args.strength if args.strength is not None or args.t_start is not None else 0.6
     try:
         start = sdedit_start_step(run.diffusion, strength=strength, t_start=args.t_start)

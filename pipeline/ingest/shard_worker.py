@@ -85,7 +85,11 @@ def ingest_shard(input_path: str, pairs_path: str, rejects_path: str, cfg: dict,
             yield item
 
     pairs = sh.ShardWriter(pairs_path, sh.PAIRS_SCHEMA)
-    rejects = sh.ShardWriter(rejects_path, sh.REJECTS_SCHEMA)
+    try:
+        rejects = sh.ShardWriter(rejects_path, sh.REJECTS_SCHEMA)
+    except BaseException:
+        pairs.abort()
+        raise
     try:
         out = _Buffers(pairs, rejects)
         done = 0
@@ -119,8 +123,7 @@ def ingest_shard(input_path: str, pairs_path: str, rejects_path: str, cfg: dict,
 def _handle(out: _Buffers, process: ImageProcessor, i: int, data, reason, detail, uids, urls, captions,
             sources, cfg) -> None:
     if data is None:
-        out.reject(uids[i], urls[i], captions[i], str(reason.value if hasattr(reason, "value") else reason),
-                   detail or "")
+        out.reject(uids[i], urls[i], captions[i], reason.value, detail or "")
         return
     try:
         image, reason, detail = process(data)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from typing import Optional, TextIO
+import time
+from typing import TextIO
 
 from pipeline import shards as sh
 from pipeline.config import IngestConfig, RayConfig
@@ -43,8 +44,17 @@ def run_ingest(lists: list[str], dataset: str, cfg: IngestConfig, ray_cfg: RayCo
     check_dataset_path(dataset)
     print(f"{STAGE}: reading {len(lists)} URL list(s) into input shards of {cfg.shard_size:,} rows",
           file=stderr, flush=True)
+    start, last = time.monotonic(), [time.monotonic()]
+
+    def progress(rows: int) -> None:  # a line every 10 s: a 100M-row list takes minutes
+        if time.monotonic() - last[0] > 10:
+            last[0] = time.monotonic()
+            rate = rows / (last[0] - start)
+            print(f"{STAGE}: {rows:,} rows read ({rate:,.0f} rows/s)", file=stderr, flush=True)
+
     inputs = url_lists.shard_url_lists(lists, dataset, url_col=cfg.url_col, caption_col=cfg.caption_col,
-                                       shard_size=cfg.shard_size, input_format=cfg.input_format)
+                                       shard_size=cfg.shard_size, input_format=cfg.input_format,
+                                       progress=progress)
     print(f"{STAGE}: {inputs['rows']:,} rows in {len(inputs['shards'])} shard(s)", file=stderr, flush=True)
     config = cfg.model_dump(mode="json")
     tasks = plan_tasks(dataset, inputs, config)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import fsspec
 import numpy as np
@@ -167,8 +167,11 @@ def _source_key(files: list[str], fmt: Optional[str], url_col: str, caption_col:
 
 
 def shard_url_lists(paths: list[str], dataset: str, *, url_col: str, caption_col: str, shard_size: int,
-                    input_format: Optional[str] = None) -> dict:
+                    input_format: Optional[str] = None,
+                    progress: Optional[Callable[[int], None]] = None) -> dict:
     """Write the input shards for `paths` under DATASET/_inputs (reusing a finished identical run).
+
+    `progress(rows_so_far)` is called after each input shard is written.
 
     Returns the inputs record: {"key", "rows", "shards": [{"name", "rows", "bytes", "sha256"}]}.
     """
@@ -198,6 +201,8 @@ def shard_url_lists(paths: list[str], dataset: str, *, url_col: str, caption_col
         name = sh.shard_name(len(written))
         info = sh.write_table(sh.join(dataset, INPUTS_DIR, name), head.combine_chunks())
         written.append({"name": name, **info})
+        if progress is not None:
+            progress(sum(s["rows"] for s in written))
         pending = [rest] if rest.num_rows else []
         pending_rows = rest.num_rows
 

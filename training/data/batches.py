@@ -82,7 +82,7 @@ class TrainBatches:
         emitted = 0
 
         def position() -> DataPosition:
-            keys = [k for k, n in held.items() if n > 0]
+            keys = list(held)
             if last_key is not None:
                 keys.append(last_key)
             if not keys:
@@ -125,6 +125,8 @@ class TrainBatches:
             del buffer[:n]
         for row in rows:
             held[row.key] -= 1
+            if held[row.key] <= 0:
+                del held[row.key]  # keep position() proportional to the buffer, not the run
         if not rows:  # every row of this batch was corrupt
             rows = list(self._last_rows) or [self._grey_row()]
         while len(rows) < B:

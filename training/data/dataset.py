@@ -21,16 +21,12 @@ How the data position is known on each worker (resume at shard granularity):
 """
 from __future__ import annotations
 
-import logging
-
 import pyarrow as pa
 
 from pipeline.errors import UserError
 from training.data.decode import DecodeBatch
 from training.data.position import DataPosition, normalise, remaining_plan
 from training.data.task import TrainTask
-
-log = logging.getLogger(__name__)
 
 COLUMNS = ["uid", "caption", "image"]
 

@@ -15,7 +15,7 @@ tensors, so a sampling step indexes device tensors and never syncs with the host
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch

@@ -4,7 +4,8 @@ The samplers accept any `cond_fn(x [N,C,H,W], t [N] original steps) -> grad` (li
 sampler shifts the mean by variance * grad, DDIM shifts eps by -sqrt(1 - abar) * grad
 (GaussianDiffusion.condition_mean / condition_score). For CLIP guidance (GLIDE section 3.2) the score
 is the dot product of a noised-CLIP image embedding of x_t with the caption's text embedding, times
-the guidance scale; the noised CLIP model (training.nn.noised_clip) provides the image encoder.
+the guidance scale. For the project's NoisedCLIP use its builder, training.sampling.clip_cond
+.clip_cond_fn (what `glide sample --clip` uses); the functions here take any callables.
 When a cond_fn is given the samplers run under no_grad (not inference_mode) so autograd works here.
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ def clip_score_fn(image_embed_fn: Callable[[torch.Tensor, torch.Tensor], torch.T
     return score_fn
 
 
-def clip_cond_fn(image_embed_fn, text_embeddings: torch.Tensor, guidance_scale: float,
+def similarity_cond_fn(image_embed_fn, text_embeddings: torch.Tensor, guidance_scale: float,
                  logit_scale: float = 1.0):
     """The CLIP-guidance cond_fn: gradient of the scaled CLIP similarity, times guidance_scale."""
     return gradient_cond_fn(clip_score_fn(image_embed_fn, text_embeddings, logit_scale), guidance_scale)
+

@@ -10,7 +10,6 @@ without syncs. Editing (editing.py) hooks in through `denoised_fn` (pins pred_xs
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from typing import Callable, Iterator, Optional
 

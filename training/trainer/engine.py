@@ -138,3 +138,28 @@ def loss_scale(engine) -> float:
     scaler = getattr(opt, "loss_scaler", None)
     value = getattr(scaler, "cur_scale", None) or getattr(scaler, "loss_scale", None)
     return float(value) if isinstance(value, (int, float)) else 1.0
+
+
+def promote_scalar_parameters(module) -> list[str]:
+    """Give 0-dim parameters (e.g. the noised CLIP's logit scale) shape [1]; returns their names.
+
+    DeepSpeed broadcasts parameters as byte views, which 0-dim tensors cannot take. Broadcasting
+    keeps the forward pass unchanged; exports put the original shape back (`restore_scalar_shapes`).
+    """
+    import torch
+
+    names = []
+    for name, p in list(module.named_parameters()):
+        if p.ndim == 0:
+            owner = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
+            leaf = name.rpartition(".")[2]
+            setattr(owner, leaf, torch.nn.Parameter(p.detach().reshape(1).clone(), requires_grad=p.requires_grad))
+            names.append(name)
+    return names
+
+
+def restore_scalar_shapes(state: dict, names: list[str]) -> dict:
+    for name in names:
+        if name in state:
+            state[name] = state[name].reshape(())
+    return state

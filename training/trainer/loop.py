@@ -39,7 +39,7 @@ class Trainer:
         from training.diffusion import create_diffusion
         from training.factory import create_model
         from training.trainer.ema import ParameterEMA
-        from training.trainer.engine import build_engine
+        from training.trainer.engine import build_engine, promote_scalar_parameters
         from training.trainer.model_setup import load_initial_weights
         from training.trainer.objectives import step_loss_fn
 
@@ -50,6 +50,7 @@ class Trainer:
         if init:
             load_initial_weights(model, init, model_cfg)
         model.train()
+        self.scalar_params = promote_scalar_parameters(model)
         self.diffusion = create_diffusion(model_cfg, timestep_respacing="")
         self.engine, self.scheduler = build_engine(model, cfg)
         self.ema = ParameterEMA(self.engine.module, cfg.ema_rate)
@@ -105,6 +106,16 @@ class Trainer:
         finally:
             self.engine.module.train(was_training)
         return float(out["loss"])
+
+    def export_state(self) -> tuple[dict, dict]:
+        """(raw float32 weights, EMA weights), whole tensors keyed and shaped like the model's state
+        dict. Collective under ZeRO (every rank calls it)."""
+        from training.trainer.checkpointing import full_fp32_weights
+        from training.trainer.engine import restore_scalar_shapes
+
+        raw = restore_scalar_shapes(full_fp32_weights(self.engine), self.scalar_params)
+        ema = restore_scalar_shapes(self.ema.full_state_dict(), self.scalar_params)
+        return raw, ema
 
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
@@ -282,13 +293,11 @@ def _save(trainer: Trainer, run_dir: Path, position, cfg: TrainConfig, rank: int
     import ray.train
 
     from training.data import agree_position
-    from training.trainer.checkpointing import (export_weights, full_fp32_weights, save_training_checkpoint,
-                                                step_dir_name)
+    from training.trainer.checkpointing import export_weights, save_training_checkpoint, step_dir_name
 
     step = trainer.step
     position = agree_position(position)
-    raw = full_fp32_weights(trainer.engine)
-    ema = trainer.ema.full_state_dict()
+    raw, ema = trainer.export_state()
     if rank == 0:
         extra = {"train": cfg.model_dump(mode="json"), "images_seen": trainer.images_seen,
                  "data_position": position.to_dict()}
