@@ -35,3 +35,16 @@ def run_glide(*argv, timeout=600, env=None, cwd=None):
 @pytest.fixture
 def glide():
     return run_glide
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """In-process models in tests are tiny: intra-op threads only add spin-waiting on 2 busy cores."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

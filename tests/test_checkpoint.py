@@ -16,13 +16,6 @@ from training.factory import create_model
 from training.model_config import ModelConfig
 
 
-@pytest.fixture(autouse=True)
-def single_thread_torch():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(**overrides) -> ModelConfig:

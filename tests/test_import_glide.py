@@ -15,13 +15,6 @@ from reference_glide import (glide_param_shapes, random_released_state_dict, ref
 SIZE, CTX = 16, 8
 
 
-@pytest.fixture(autouse=True)
-def single_thread_torch():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 # (glide kind, ModelConfig kind, layout overrides): the released layout (scale-shift norm, resblock
 # up/down, 16-channel heads), plus the older ADM layout (conv up/down, 2 heads) for the base model.
 CASES = [

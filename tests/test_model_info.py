@@ -12,13 +12,6 @@ from training.model_config import load_model_config
 from training.model_info import model_info
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and OpenMP spin-waits badly when cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tiny_counts_match_a_real_model_and_split_into_visual_and_text():

@@ -146,7 +146,8 @@ def _fsync_and_share(directory: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (checkpoint files can be gigabytes)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -155,7 +156,7 @@ def _sha256(path: Path) -> str:
 
 
 def _file_record(path: Path) -> dict:
-    return {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +217,7 @@ def verify_files(directory: str | os.PathLike, meta: dict, names=None) -> None:
             raise UserError(f"{file}: not listed in {directory / CONFIG_FILE}")
         if not file.is_file():
             raise UserError(f"{file}: missing")
-        if _sha256(file) != record["sha256"]:
+        if sha256_file(file) != record["sha256"]:
             raise UserError(f"{file}: sha256 mismatch (file changed or corrupted since it was saved)")
 
 
@@ -326,7 +327,7 @@ def checkpoint_info(directory: str | os.PathLike, *, verify: bool = True) -> dic
             "created": meta.get("created"), "files": {}}
     for name, record in meta["files"].items():
         file = directory / name
-        status = "missing" if not file.is_file() else ("ok" if not verify or _sha256(file) == record["sha256"]
+        status = "missing" if not file.is_file() else ("ok" if not verify or sha256_file(file) == record["sha256"]
                                                        else "sha256 MISMATCH")
         if status == "ok" and not verify:
             status = "not checked"

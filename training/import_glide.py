@@ -13,7 +13,6 @@ float32, the dtype the model is built in; float16 -> float32 is exact. The GPT-2
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import pickle
@@ -104,14 +103,6 @@ def find_bpe_files(bpe: tuple | list | None) -> tuple[Path, Path] | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _dtype_counts(state: dict) -> dict[str, int]:
     counts: dict[str, int] = {}
     for t in state.values():
@@ -130,7 +121,7 @@ def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind
     released config for this kind (e.g. a smaller test model). overwrite: replace an existing
     checkpoint at dst (clip kinds instead join the other tower already there).
     """
-    from training.checkpoint import CONFIG_FILE, save_checkpoint
+    from training.checkpoint import CONFIG_FILE, save_checkpoint, sha256_file
 
     src, dst = Path(src), Path(dst)
     if kind not in KINDS:
@@ -146,7 +137,7 @@ def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind
         raise UserError(f"{dst}: a checkpoint is already there (use --force to replace it)")
 
     _say(f"reading {src} ({src.stat().st_size / 1e6:.1f} MB)", quiet)
-    source_sha = _sha256(src)
+    source_sha = sha256_file(src)
     state = read_torch_state_dict(src)
     provenance = {"repo": SOURCE_REPO, "file": src.name, "sha256": source_sha, "kind": kind,
                   "stored_dtypes": _dtype_counts(state)}
