@@ -5,24 +5,29 @@
 For each model config (random weights; timing does not depend on them), classifier-free guided
 DDPM sampling of --batch-size images at guidance --guidance for --steps steps (default 10 for tiny,
 2 for larger models, whose guided step is ~1.8 TFLOP):
-  ours   training.sampling (text encoded once per run, both guidance halves in one batched forward,
-         inference_mode);
+  ours   training.sampling (text encoded once per run, inference_mode), in its two forward layouts:
+         both guidance halves in one batched forward (the default), and split into network calls of
+         --batch-size rows (forward_batch=N; on CPUs a large model can run faster in smaller pieces);
+         "ours" in the ratio is the default (one forward); the split layout's speed-up is shown beside it;
   plain  the same diffusion maths, but every step re-encodes the caption and the empty caption
          (tokens= into the model) and runs the conditional and unconditional halves as two forwards.
-Same seed, same noise: the final images must match (asserted). Repetitions alternate which side
-runs first; seconds per step are medians (the first repetition doubles as warm-up and as the
-equal-output check). FLOP/s: FLOPs of one guided step (torch's FlopCounter on a one-image batch,
+Weights are random, with glide's zero-initialised layers filled in (else every output is 0 and
+the comparison is empty). Same seed, same noise: the final images must match (asserted). Each
+side first runs one untimed step (warm-up); repetitions alternate which side runs first; seconds
+per step are medians. FLOP/s: FLOPs of one guided step (torch's FlopCounter on a one-image batch,
 times the batch size; multiply-add = 2) / our median seconds per step, as a fraction of the median
 speed of a large fp32 matmul measured here with the same threads (sampled before every repetition,
 so a busy machine slows both alike).
 ratio = min over models of (speed-up / goal) and, for the released size, (peak fraction / 0.8):
 goals are tiny >= 1.5x, released base >= 1.1x and >= 80% of matmul peak; >= 1 means all hold.
+Runs on 1 torch thread unless --threads says otherwise (see its help: a shared machine).
 Ends with one JSON line {"benchmark": "sampling", "ratio": R, ...}.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -47,6 +52,19 @@ def matmul_peak_flops(n: int = 2048, reps: int = 5) -> float:
     return 2 * n ** 3 / statistics.median(times)
 
 
+def trained_like(model):
+    """Fill the parameters glide zero-initialises (output convs, attention proj_out) with small
+    noise: with them at 0 every output is exactly 0 and the equal-output check would prove nothing."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return model
+
+
 class _Tokenizer:
     """Deterministic stand-in token ids in the model's vocabulary (timing does not depend on them)."""
 
@@ -61,7 +79,7 @@ class _Tokenizer:
         return tokens + [0] * (ctx - len(tokens)), [True] * len(tokens) + [False] * (ctx - len(tokens))
 
 
-def _ours(model, diffusion, tokenizer, prompts, scale, steps, seed):
+def _ours(model, diffusion, tokenizer, prompts, scale, steps, seed, forward_batch=None):
     import torch
 
     from training.sampling.guidance import text_model_fn
@@ -69,7 +87,7 @@ def _ours(model, diffusion, tokenizer, prompts, scale, steps, seed):
 
     def run():
         g = torch.Generator().manual_seed(seed)
-        model_fn = text_model_fn(model, tokenizer, prompts, scale)
+        model_fn = text_model_fn(model, tokenizer, prompts, scale, forward_batch=forward_batch)
         size = model.image_size
         return sample_loop(diffusion, model_fn, (len(prompts), 3, size, size), generator=g,
                            start_step=steps - 1)
@@ -103,21 +121,35 @@ def _plain(model, diffusion, tokenizer, prompts, scale, steps, seed):
     return run
 
 
-def guided_step_flops(model, tokenizer, prompts, scale) -> int:
-    """FLOPs of one guided sampling step of ours (the batched forward) for `prompts`, by FlopCounterMode."""
+def count_flops(fn) -> int:
+    """FLOPs of fn() by torch's FlopCounterMode (multiply-add = 2), on SDPA's maths path: the fused
+    CPU attention kernel does the same FLOPs but the counter does not see inside it (counts 0)."""
     import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from training.sampling.guidance import text_model_fn
-
-    model_fn = text_model_fn(model, tokenizer, prompts, scale)
-    size = model.image_size
-    x = torch.randn(len(prompts), 3, size, size)
-    t = torch.full((len(prompts),), 10, dtype=torch.long)
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model_fn(x, t)
+    with torch.inference_mode(), sdpa_kernel([SDPBackend.MATH]), counter:
+        fn()
     return counter.get_total_flops()
+
+
+def step_flops(model, tokenizer, prompts, scale) -> dict:
+    """FLOPs for `prompts`: "ours" one guided step (the batched forward), "ours_encode" ours' text
+    encoding (once per run), "plain" one step of the plain loop (two encodings, two forwards).
+    Steps are counted on one prompt, times the batch (their FLOPs are per row: saves time)."""
+    import torch
+
+    from training.sampling.guidance import text_model_fn, tokenize_prompts
+
+    size, n = model.image_size, len(prompts)
+    x, t = torch.randn(1, 3, size, size), torch.full((1,), 10, dtype=torch.long)
+    cond = tokenize_prompts(tokenizer, prompts[:1], model.text_ctx)
+    uncond = tokenize_prompts(tokenizer, [""], model.text_ctx)
+    model_fn = text_model_fn(model, tokenizer, prompts[:1], scale)
+    return {"ours": n * count_flops(lambda: model_fn(x, t)),
+            "ours_encode": count_flops(lambda: text_model_fn(model, tokenizer, prompts, scale)),
+            "plain": n * count_flops(lambda: (model(x, t, *cond), model(x, t, *uncond)))}
 
 
 def bench_model(name: str, args, peaks: list) -> dict:
@@ -129,33 +161,51 @@ def bench_model(name: str, args, peaks: list) -> dict:
 
     cfg = load_model_config(name)
     torch.manual_seed(0)
-    model = create_model(cfg, device="cpu").eval()
+    model = trained_like(create_model(cfg, device="cpu").eval())
     # "100" respacing, sampled from its last `steps` steps: realistic timesteps, short run
     diffusion = create_diffusion(cfg, "100")
     tokenizer = _Tokenizer(cfg.n_vocab)
     prompts = [f"a photo of object {i} on a table" for i in range(args.batch_size)]
     steps = args.steps or DEFAULT_STEPS.get(name, 2)
-    sides = {"ours": _ours(model, diffusion, tokenizer, prompts, args.guidance, steps, args.seed),
-             "plain": _plain(model, diffusion, tokenizer, prompts, args.guidance, steps, args.seed)}
-    times, outputs, diff = {"ours": [], "plain": []}, {}, 0.0
+
+    def make_sides(n_steps):
+        return {"ours": _ours(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed),
+                "ours_split": _ours(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed,
+                                    forward_batch=len(prompts)),
+                "plain": _plain(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed)}
+
+    for warm_up in make_sides(1).values():  # one untimed step each: oneDNN builds its kernels per shape
+        warm_up()
+    sides = make_sides(steps)
+    times, outputs, diff = {side: [] for side in sides}, {}, 0.0
     for rep in range(args.reps):
         peaks.append(matmul_peak_flops(reps=3))  # sampled between reps: the same load as the timings
-        order = ("ours", "plain") if rep % 2 == 0 else ("plain", "ours")
+        order = list(sides) if rep % 2 == 0 else list(sides)[::-1]
         for side in order:
             t0 = time.perf_counter()
             outputs[side] = sides[side]()
             times[side].append((time.perf_counter() - t0) / steps)
             print(f"  {name} rep {rep + 1}/{args.reps} {side}: {times[side][-1]:.3f} s/step", file=sys.stderr)
-        diff = max(diff, (outputs["ours"] - outputs["plain"]).abs().max().item())
-        assert torch.allclose(outputs["ours"], outputs["plain"], rtol=1e-3, atol=1e-3), \
-            f"{name}: outputs differ by {diff}"
-    ours, plain = statistics.median(times["ours"]), statistics.median(times["plain"])
+        for side in ("ours", "ours_split"):
+            diff = max(diff, (outputs[side] - outputs["plain"]).abs().max().item())
+            assert torch.allclose(outputs[side], outputs["plain"], rtol=1e-3, atol=1e-3), \
+                f"{name}: outputs differ by {diff}"
+    ours_one, ours_split = statistics.median(times["ours"]), statistics.median(times["ours_split"])
+    plain = statistics.median(times["plain"])
+    ours = ours_one  # the default layout; the split one is reported beside it
     peak = statistics.median(peaks)
-    flops = guided_step_flops(model, tokenizer, prompts[:1], args.guidance) * len(prompts)
+    counted = step_flops(model, tokenizer, prompts, args.guidance)
+    flops = counted["ours"] + counted["ours_encode"] / steps  # ours' work per step, encoding amortised
     return {"model": name, "params": sum(p.numel() for p in model.parameters()), "steps": steps,
             "image_size": cfg.image_size, "s_per_step_ours": ours, "s_per_step_plain": plain,
+            "s_per_step_split": ours_split,
+            "speedup_split": plain / ours_split,
             "speedup": plain / ours, "goal": GOALS.get(name, DEFAULT_GOAL), "max_abs_diff": diff,
-            "gflop_per_step": flops / 1e9, "gflops": flops / ours / 1e9, "peak_fraction": flops / ours / peak}
+            "gflop_per_step": flops / 1e9, "gflop_per_step_plain": counted["plain"] / 1e9,
+            "gflop_encode_per_run": counted["ours_encode"] / 1e9,
+            # the speed-up if both sides ran at the same FLOP rate: what removing work alone can give
+            "flop_bound_speedup": counted["plain"] / flops,
+            "gflops": flops / ours / 1e9, "peak_fraction": flops / ours / peak}
 
 
 def main(argv=None) -> int:
@@ -168,8 +218,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's choice); 1 is steadier on a shared, busy machine")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1; 0: torch's choice). On a shared machine a busy core makes "
+                        "every multi-threaded op wait at its barrier: per-step times then swing 10-100x")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,15 +235,22 @@ def main(argv=None) -> int:
     peak = statistics.median(peaks)
 
     print(f"\nguided DDPM sampling, batch {args.batch_size}, guidance {args.guidance}, median of {args.reps} "
-          f"alternating reps, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s")
-    header = f"{'model':<22}{'params':>12}{'steps':>6}{'plain s/step':>14}{'ours s/step':>13}{'speed-up':>10}{'goal':>7}" \
-             f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'of peak':>9}"
+          f"alternating reps, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    header = (f"{'model':<22}{'params':>12}{'steps':>6}{'plain s/step':>14}{'ours s/step':>13}{'speed-up':>10}"
+              f"{'goal':>7}{'split s/step':>14}{'split x':>9}{'plain GFLOP':>12}{'ours GFLOP':>12}"
+              f"{'FLOP x':>9}{'GFLOP/s':>9}{'of peak':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['model']:<22}{r['params']:>12,}{r['steps']:>6}{r['s_per_step_plain']:>14.4f}{r['s_per_step_ours']:>13.4f}"
-              f"{r['speedup']:>9.2f}x{r['goal']:>6.1f}x{r['gflop_per_step']:>12.2f}{r['gflops']:>9.1f}"
-              f"{r['peak_fraction']:>8.0%}")
+        print(f"{r['model']:<22}{r['params']:>12,}{r['steps']:>6}{r['s_per_step_plain']:>14.4f}"
+              f"{r['s_per_step_ours']:>13.4f}{r['speedup']:>9.2f}x{r['goal']:>6.1f}x{r['s_per_step_split']:>14.4f}"
+              f"{r['speedup_split']:>8.2f}x{r['gflop_per_step_plain']:>12.2f}{r['gflop_per_step']:>12.2f}"
+              f"{r['flop_bound_speedup']:>8.3f}x{r['gflops']:>9.1f}{r['peak_fraction']:>8.0%}")
+    print("ours: both guidance halves in one forward (default); split: network calls of --batch-size rows.\n"
+          "GFLOP per step (ours: its once-per-run text encoding amortised over the steps), counted as direct\n"
+          "convolution (oneDNN may execute fewer: > 100% of the matmul rate is possible); FLOP x = plain GFLOP /\n"
+          "ours GFLOP: the speed-up from doing less work alone, at equal FLOP rates.")
     ratios = [r["speedup"] / r["goal"] for r in rows]
     ratios += [r["peak_fraction"] / PEAK_GOAL for r in rows if r["model"] != "tiny"]
     result = {"benchmark": "sampling", "ratio": round(min(ratios), 3),

@@ -16,7 +16,14 @@ from pathlib import Path
 from pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+WORLD_CONFIG = REPO / "configs" / "sample-world.yaml"
+TRAIN_CONFIG = REPO / "configs" / "train-demo.yaml"
+DEMO_PROMPTS = [
+    "a red circle on a blue background",
+    "a yellow square on a purple background",
+    "a green triangle on a white background",
+    "a blue star on an orange background",
+]
 
 
 def glide(*argv: str) -> None:
@@ -30,7 +37,9 @@ def glide(*argv: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--out", default=str(REPO / "demo-output"), help="where everything is written")
-    parser.add_argument("--config", default=str(DEMO_CONFIG), help="pipeline config for the demo")
+    parser.add_argument("--config", default=str(WORLD_CONFIG), help="pipeline config of the world and ingest")
+    parser.add_argument("--train-config", default=str(TRAIN_CONFIG), help="pipeline config of the training")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the training length")
     parser.add_argument("--skip-train", action="store_true", help="stop after ingest")
     args = parser.parse_args(argv)
 
@@ -59,7 +68,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_and_sample(args, out: Path, dataset: Path) -> None:
-    pass
+    steps = ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    runs = {kind: out / "runs" / kind for kind in ("base", "upsampler")}
+    for n, kind in enumerate(("base", "upsampler"), start=3):
+        print(f"\n== {n}. train the {kind} -> {runs[kind]}", flush=True)
+        glide("train", kind, "--data", dataset, "--config", args.train_config, "-o", runs[kind], *steps)
+    prompts = out / "prompts.txt"
+    prompts.write_text("\n".join(DEMO_PROMPTS) + "\n")
+    samples = out / "samples"
+    print(f"\n== 5. sample with classifier-free guidance, then upsample -> {samples}", flush=True)
+    glide("sample", "--model", runs["base"], "--upsampler", runs["upsampler"], "--prompts", prompts,
+          "--per-prompt", "4", "--guidance", "3", "--steps", "100", "--seed", "0", "-o", samples)
+    print(f"\n   checkpoints: {runs['base'] / 'exports'}  {runs['upsampler'] / 'exports'}")
+    print(f"   sample grid: {samples / 'grid.png'}  (prompts: {prompts})")
+    print(f"   training curves: tensorboard --logdir {out / 'runs'}")
 
 
 if __name__ == "__main__":

@@ -302,3 +302,33 @@ def test_model_config_loads_from_checkpoint_folder_and_rejects_bad_json(tmp_path
         load_model_config(tmp_path / "broken.json")
     with pytest.raises(UserError, match="no config.json"):
         load_model_config(tmp_path / "..")
+
+
+@torch.no_grad()
+def test_cached_text_keys_values_give_the_same_output_for_all_variants():
+    for kind in ("base", "upsampler-inpaint"):
+        cfg = tiny(kind)
+        model = randomize(create_model(cfg, "cpu")).eval()
+        tokens, mask = text_inputs(cfg)
+        x, t, kw = torch.randn(2, 3, 32, 32), torch.tensor([10, 700]), variant_kwargs(cfg)
+        emb = model.encode_text(tokens, mask)
+        cached = model.add_encoder_kv(emb)
+        assert [kv.shape[0] for kv in cached["encoder_kv"]] == [2] * len(model.attention_blocks())
+        torch.testing.assert_close(model(x, t, text_emb=cached, **kw), model(x, t, text_emb=emb, **kw))
+
+
+def test_image_attention_runs_on_the_fused_sdpa_kernel():
+    """q, k, v reach SDPA with contiguous channels; else CPU falls back to the ~10x slower maths path
+    (which sdpa_kernel(FLASH_ATTENTION) would refuse with 'No available kernel')."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from training.nn.attention import AttentionBlock
+
+    torch.manual_seed(0)
+    block = randomize(AttentionBlock(32, num_head_channels=16, encoder_channels=8)).eval()
+    x, text = torch.randn(2, 32, 8, 8), torch.randn(2, 8, 5)
+    with torch.no_grad():
+        ref = block(x, text)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            torch.testing.assert_close(block(x, text), ref)
+            torch.testing.assert_close(block(x, (block.project_encoder_kv(text),)), ref)  # layer_index -1

@@ -128,6 +128,12 @@ def test_classifier_free_guidance_is_one_batched_forward_on_eps_only():
         uncond = model(x, t, text_emb=encode_prompts(model, tok, ["", ""], with_empty=False))
     assert torch.allclose(out[:, :3], uncond[:, :3] + 3.0 * (cond[:, :3] - uncond[:, :3]), atol=1e-6)
     assert torch.allclose(out[:, 3:], cond[:, 3:], atol=1e-6)  # variance of the conditional half
+    # the same rows in smaller network calls (memory / CPU-cache bound) give the same result
+    chunked = text_model_fn(model, tok, prompts, 3.0, forward_batch=3)
+    model.forward_batches.clear()
+    with torch.no_grad():
+        assert torch.allclose(chunked(x, t), out, atol=1e-6)
+    assert model.forward_batches == [3, 1]
     # scale 1 (or None) is plain conditional sampling with no empty-caption half
     plain = text_model_fn(model, tok, prompts, 1.0)
     assert isinstance(plain, TextConditioned)
@@ -276,12 +282,63 @@ def test_guidance_with_the_real_network_equals_two_separate_forwards_with_tokens
     from training.sampling.guidance import tokenize_prompts
 
     torch.manual_seed(0)
-    model = create_model(load_model_config("tiny"), device="cpu").eval()
+    model = _randomized(create_model(load_model_config("tiny"), device="cpu").eval())
     tok, prompts = CharTokenizer(), ["a red cube", "two blue balls"]
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 900])
     with torch.inference_mode():
         guided = text_model_fn(model, tok, prompts, 2.5)(x, t)
+        assert guided.abs().mean() > 0.01  # trained-like weights: a real comparison, not zeros
         cond = model(x, t, *tokenize_prompts(tok, prompts, model.text_ctx))
         uncond = model(x, t, *tokenize_prompts(tok, ["", ""], model.text_ctx))
     assert torch.allclose(guided[:, :3], uncond[:, :3] + 2.5 * (cond[:, :3] - uncond[:, :3]), atol=1e-4)
     assert torch.allclose(guided[:, 3:], cond[:, 3:], atol=1e-5)
+
+
+def _randomized(model, seed=0):
+    """Trained-like weights: glide zero-inits the output convs, so a fresh model outputs exactly 0."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def test_encoding_runs_the_empty_caption_once_and_caches_the_attention_text_projections():
+    from training.factory import create_model
+    from training.model_config import load_model_config
+
+    model = _randomized(create_model(load_model_config("tiny"), device="cpu").eval())
+    tok, prompts = CharTokenizer(), ["a red cube", "two blue balls", "a cat"]
+    both = encode_prompts(model, tok, prompts, with_empty=True)
+    cond = encode_prompts(model, tok, prompts, with_empty=False)
+    empty = encode_prompts(model, tok, [""] * 3, with_empty=False)
+    n_attn = len(model.attention_blocks())
+    assert n_attn > 1 and len(both["encoder_kv"]) == n_attn
+    for key in ("xf_proj", "xf_out"):
+        assert both[key].shape[0] == 6
+        torch.testing.assert_close(both[key], torch.cat([cond[key], empty[key]]))
+    for kv, kv_cond, kv_empty in zip(both["encoder_kv"], cond["encoder_kv"], empty["encoder_kv"]):
+        torch.testing.assert_close(kv, torch.cat([kv_cond, kv_empty]))
+
+
+def test_guided_sampling_with_the_real_network_equals_a_plain_per_step_loop():
+    """What `glide sample` runs (text encoded once, cached attention keys/values, one batched forward)
+    gives the images of the naive loop: re-encode both captions and run two forwards every step."""
+    from training.factory import create_model
+    from training.model_config import load_model_config
+    from training.sampling.guidance import tokenize_prompts
+    from training.sampling.text2im import sample_text2im
+
+    model = _randomized(create_model(load_model_config("tiny"), device="cpu").eval(), seed=3)
+    tok, prompts, scale, d = CharTokenizer(), ["a red cube", "two blue balls"], 3.0, spaced("4")
+    ours = sample_text2im(model, d, tok, prompts, guidance_scale=scale, generator=torch.Generator().manual_seed(7))
+    cond_tokens = tokenize_prompts(tok, prompts, model.text_ctx)
+    empty_tokens = tokenize_prompts(tok, ["", ""], model.text_ctx)
+
+    def guided(x, t):
+        cond, uncond = model(x, t, *cond_tokens), model(x, t, *empty_tokens)
+        return torch.cat([uncond[:, :3] + scale * (cond[:, :3] - uncond[:, :3]), cond[:, 3:]], dim=1)
+
+    plain = sample_loop(d, guided, (2, 3, 32, 32), generator=torch.Generator().manual_seed(7))
+    assert ours.std() > 0.1
+    torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-4)

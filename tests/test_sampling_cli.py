@@ -144,6 +144,7 @@ def test_sdedit_strength_controls_how_much_of_the_sketch_survives(glide_cli, che
 def test_bad_inputs_exit_2_with_one_line(glide_cli, checkpoints, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("\n")
     (tmp_path / "notimage.png").write_text("hello")
+    _image_and_mask(tmp_path)
     base = ["--model", checkpoints["base"], "--no-progress", "-o", tmp_path / "o"]
     cases = [
         (["sample", "--prompt", "x", "--steps", "abc", *base], "diffusion settings"),
@@ -152,7 +153,7 @@ def test_bad_inputs_exit_2_with_one_line(glide_cli, checkpoints, tmp_path, capsy
         (["sample", "--prompt", "x", "--model", checkpoints["up"], "-o", tmp_path / "o"], "'upsampler' model"),
         (["sdedit", "--image", tmp_path / "notimage.png", "--prompt", "x", *base], "notimage.png"),
         (["sdedit", "--image", tmp_path / "missing.png", "--prompt", "x", *base], "missing.png"),
-        (["sdedit", "--image", tmp_path / "missing.png", "--prompt", "x", "--strength", "0", *base], "strength"),
+        (["sdedit", "--image", tmp_path / "photo.png", "--prompt", "x", "--strength", "0", *base], "strength"),
         (["sample", "--prompt", "x", "--device", "nonsense", *base], "--device"),
     ]
     for argv, needle in cases:

@@ -60,9 +60,8 @@ def reference_run(setup):
     return run, result
 
 
-def _manifests_written(run: Path, step: int) -> bool:
-    ckpt = run / "checkpoints" / f"step-{step:07d}"
-    return all((ckpt / f"manifest-rank{r}.json").is_file() for r in range(2))
+def _checkpoint_complete(run: Path, step: int) -> bool:
+    return (run / "checkpoints" / f"step-{step:07d}" / "complete.json").is_file()
 
 
 def _wait_for(predicate, proc, timeout: float, what: str) -> None:
@@ -72,7 +71,25 @@ def _wait_for(predicate, proc, timeout: float, what: str) -> None:
             raise AssertionError(f"glide train exited ({proc.returncode}) before {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(0.05)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the command and every process it started (Ray's raylet, GCS and workers)."""
+    import psutil
+
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    proc.wait(timeout=60)
+    psutil.wait_procs(tree, timeout=30)
 
 
 def _train_workers(root_pid: int) -> list:
@@ -122,19 +139,17 @@ def test_killed_worker_and_killed_run_resume_to_the_same_weights(setup, referenc
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, train_args(setup, run))],
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
-        _wait_for(lambda: _manifests_written(run, 2), proc, 600, "the step-2 checkpoint")
+        _wait_for(lambda: _checkpoint_complete(run, 2), proc, 600, "the step-2 checkpoint")
         workers = _train_workers(proc.pid)
         assert len(workers) == 2
         os.kill(workers[1].pid, signal.SIGKILL)  # Ray Train restarts the group from step 2
-        _wait_for(lambda: _manifests_written(run, 4), proc, 600, "the step-4 checkpoint after the restart")
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole command, Ray included, dies mid-run
-        proc.wait(timeout=60)
+        _wait_for(lambda: _checkpoint_complete(run, 4), proc, 600, "the step-4 checkpoint after the restart")
+        _kill_tree(proc)  # the whole command, its Ray processes included, dies mid-run
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
+            _kill_tree(proc)
     assert "resumed from step 2" in log.read_text()
-    assert not (run / "exports" / "step-0000006").exists()
+    assert not _checkpoint_complete(run, 6), "the run finished before it could be killed"
 
     result = run_glide(*train_args(setup, run), timeout=900)
     assert result.returncode == 0, result.stderr

@@ -106,6 +106,8 @@ def test_ema_follows_the_weights_and_round_trips(one_rank_deepspeed):
     ema.update()
     # 0 -> 0.25 * 4 = 1 -> 1 + 0.25 * (4 - 1) = 1.75
     assert torch.allclose(ema.full_state_dict()["weight"], torch.full((2, 2), 1.75))
+    # warm-up: early steps follow the weights closely, later ones use the configured rate
+    assert ema.decay(1) == pytest.approx(2 / 11) and ema.decay(1000) == 0.75
     other = ParameterEMA(layer, rate=0.75)
     other.load_local_state_dict(ema.local_state_dict(), "test")
     assert torch.equal(other.shadow["weight"], ema.shadow["weight"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -30,6 +31,8 @@ def _add_common(p: argparse.ArgumentParser, *, batch_help: str) -> None:
     p.add_argument("--guidance", type=float, default=None, metavar="S",
                    help="classifier-free guidance scale (1 = none; default 3)")
     p.add_argument("--batch-size", type=int, default=4, metavar="B", help=batch_help)
+    p.add_argument("--forward-batch", type=int, default=None, metavar="R",
+                   help="most rows per network call (guidance runs 2 x batch rows; default: all in one call)")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
     p.add_argument("--upsampler", default=None, metavar="CKPT", help="upsampler checkpoint to run after the base")
     p.add_argument("--upsampler-steps", default="fast27", metavar="N", help="upsampler respacing (default fast27)")
@@ -90,9 +93,14 @@ class _Run:
 
         if args.batch_size < 1:
             raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
+        if args.forward_batch is not None and args.forward_batch < 1:
+            raise UserError(f"--forward-batch: must be at least 1, got {args.forward_batch}")
         for path in (args.model, args.upsampler, getattr(args, "clip", None)):
             if path:
                 resolve_checkpoint_dir(path)  # a wrong path fails now, before torch is imported
+        for path in (getattr(args, "image", None), getattr(args, "mask", None)):
+            if path and not os.path.isfile(path):
+                raise UserError(f"{path}: no such image file")
         import torch
 
         import training
@@ -237,7 +245,7 @@ def run_sample(args) -> int:
             cond_fn = clip_cond_fn_for_prompts(clip.model, batch, args.clip_guidance, tokenizer=clip.tokenizer)
         x = sample_text2im(run.base.model, run.diffusion, run.base.tokenizer, batch, guidance_scale=args.guidance,
                            method=run.method, eta=args.eta, cond_fn=cond_fn, generator=run.generator,
-                           device=run.device, progress=run.progress)
+                           device=run.device, progress=run.progress, forward_batch=args.forward_batch)
         images.append(run.upsample(batch, x).cpu())
     run.write(torch.cat(images), todo, "sample", {
         "per_prompt": per_prompt, "clip": str(clip.path) if clip else None,
@@ -264,7 +272,7 @@ def run_inpaint(args) -> int:
     image_kwargs = inpaint_model_kwargs(image, keep) if finetuned else {}
     prompts = [args.prompt] * n
     model_fn = text_model_fn(run.base.model, run.base.tokenizer, prompts, args.guidance, device=run.device,
-                             **image_kwargs)
+                             forward_batch=args.forward_batch, **image_kwargs)
     x = inpaint(run.diffusion, model_fn, image, keep, mode=mode, method=run.method, eta=args.eta,
                 generator=run.generator, progress=run.progress)
     if run.up is not None:
@@ -291,7 +299,8 @@ def run_sdedit(args) -> int:
     n = args.batch_size
     image = load_image(args.image, run.base.model.image_size).to(run.device).expand(n, -1, -1, -1)
     prompts = [args.prompt] * n
-    model_fn = text_model_fn(run.base.model, run.base.tokenizer, prompts, args.guidance, device=run.device)
+    model_fn = text_model_fn(run.base.model, run.base.tokenizer, prompts, args.guidance, device=run.device,
+                             forward_batch=args.forward_batch)
     x = sdedit(run.diffusion, model_fn, image, start_step=start, method=run.method, eta=args.eta,
                generator=run.generator, progress=run.progress)
     x = run.upsample(prompts, x)

@@ -91,6 +91,12 @@ class Text2ImUNet(UNetModel):
         xf_proj = self.transformer_proj(xf_out[:, -1])
         return {"xf_proj": xf_proj, "xf_out": xf_out.permute(0, 2, 1)}
 
+    def add_encoder_kv(self, text_emb: dict[str, torch.Tensor]) -> dict:
+        """encode_text's dict plus "encoder_kv": every attention layer's projection of xf_out
+        (UNetModel.project_encoder_kv), which forward then uses instead of projecting xf_out at each
+        call. For samplers: the caption is fixed for a whole run, so this runs once, not per step."""
+        return {**text_emb, "encoder_kv": self.project_encoder_kv(text_emb["xf_out"])}
+
     def conditioning_channels(self, x, low_res, inpaint_image, inpaint_mask) -> torch.Tensor:
         """The network input: x_t plus this variant's conditioning channels, [B, conv_in_channels, H, W]."""
         if low_res is not None or inpaint_image is not None or inpaint_mask is not None:
@@ -106,7 +112,7 @@ class Text2ImUNet(UNetModel):
             if text_emb is None:
                 text_emb = self.encode_text(tokens, mask)
             emb = emb + text_emb["xf_proj"].to(emb)
-            xf_out = text_emb["xf_out"]
+            xf_out = text_emb.get("encoder_kv", text_emb["xf_out"])
         h = self.conditioning_channels(x, low_res, inpaint_image, inpaint_mask)
         return self.run_torso(h, emb, xf_out)
 

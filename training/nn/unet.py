@@ -188,6 +188,18 @@ class UNetModel(nn.Module):
             nn.Identity(),
             zero_module(nn.Conv2d(input_ch, out_channels, 3, padding=1)),
         )
+        for index, block in enumerate(self.attention_blocks()):
+            block.layer_index = index
+
+    def attention_blocks(self) -> list[AttentionBlock]:
+        """The attention layers in module order (the order of precomputed text keys/values)."""
+        return [m for m in self.modules() if isinstance(m, AttentionBlock)]
+
+    def project_encoder_kv(self, xf_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """xf_out [B, D, L] -> every attention layer's text keys/values, each [B, heads, L, 2*head_ch]:
+        what run_torso's xf_out may be instead, so the caption's projections run once per sampling run."""
+        xf_out = xf_out.type(self.dtype)
+        return tuple(block.project_encoder_kv(xf_out) for block in self.attention_blocks())
 
     @property
     def dtype(self) -> torch.dtype:
@@ -204,11 +216,12 @@ class UNetModel(nn.Module):
             return checkpoint(block, h, emb, xf_out, use_reentrant=False)
         return block(h, emb, xf_out)
 
-    def run_torso(self, x: torch.Tensor, emb: torch.Tensor, xf_out: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, conv_in_channels, H, W], emb: [B, 4*model_channels], xf_out: [B, D, L] -> [B, out, H, W]."""
+    def run_torso(self, x: torch.Tensor, emb: torch.Tensor, xf_out) -> torch.Tensor:
+        """x: [B, conv_in_channels, H, W], emb: [B, 4*model_channels], xf_out: [B, D, L] (or its
+        project_encoder_kv tuple) -> [B, out, H, W]."""
         hs = []
         h = x.type(self.dtype)
-        if xf_out is not None:
+        if isinstance(xf_out, torch.Tensor):
             xf_out = xf_out.type(self.dtype)
         for block in self.input_blocks:
             h = self._block(block, h, emb, xf_out)

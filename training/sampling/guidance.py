@@ -1,7 +1,8 @@
 """Text conditioning and classifier-free guidance as model_fns for the samplers.
 
-The text transformer runs ONCE per sampling run (`encode_prompts`), for the captions and the empty
-caption together; every step then passes the cached encoding as `text_emb=`.
+The text transformer runs ONCE per sampling run (`encode_prompts`), for the captions and one empty
+caption together, and so do the attention layers' projections of the text into keys/values; every
+step then passes the cached encoding as `text_emb=`.
 
 Classifier-free guidance (GLIDE eq. 3, glide-text2im's model_fn): one batched forward over
 [x, x] with [caption, empty caption] encodings, then
@@ -30,13 +31,33 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], text_ctx: int, device=No
 
 def encode_prompts(model, tokenizer, prompts: Sequence[str], *, with_empty: bool, device=None) -> dict:
     """The text encoding (model.encode_text's dict) of `prompts` [N], followed by N empty captions
-    when `with_empty` (for classifier-free guidance): batch N or 2N. Runs the transformer once."""
+    when `with_empty` (for classifier-free guidance): batch N or 2N. Runs the transformer once, on
+    the N captions and ONE empty caption (every empty row encodes the same; its row is repeated).
+    Models with `add_encoder_kv` (Text2ImUNet) also get every attention layer's text keys/values
+    projected here, once per run instead of once per step."""
     prompts = list(prompts)
+    n = len(prompts)
     if with_empty:
-        prompts = prompts + [""] * len(prompts)
+        prompts = prompts + [""]
     tokens, mask = tokenize_prompts(tokenizer, prompts, model.text_ctx, device)
     with torch.no_grad():  # not inference_mode: a CLIP-guided loop may still need these in autograd
-        return model.encode_text(tokens, mask)
+        text_emb = model.encode_text(tokens, mask)
+        if hasattr(model, "add_encoder_kv"):
+            text_emb = model.add_encoder_kv(text_emb)
+    if with_empty:
+        text_emb = _repeat_last_row(text_emb, n)
+    return text_emb
+
+
+def _repeat_last_row(value, times: int):
+    """[M+1, ...] -> [M+times, ...]: the last row repeated `times` times (in dicts / tuples too)."""
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value[:-1], value[-1:].expand(times, *value.shape[1:])])
+    if isinstance(value, dict):
+        return {k: _repeat_last_row(v, times) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_repeat_last_row(v, times) for v in value)
+    return value
 
 
 def _repeat_batch(value, times: int):
@@ -44,6 +65,16 @@ def _repeat_batch(value, times: int):
         return torch.cat([value] * times) if times > 1 else value
     if isinstance(value, dict):
         return {k: _repeat_batch(v, times) for k, v in value.items()}
+    return value
+
+
+def _slice_batch(value, piece: slice):
+    if isinstance(value, torch.Tensor):
+        return value[piece]
+    if isinstance(value, dict):
+        return {k: _slice_batch(v, piece) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_slice_batch(v, piece) for v in value)
     return value
 
 
@@ -68,30 +99,45 @@ class ClassifierFreeGuidance:
 
     text_emb: encoding of [N captions, N empty captions] (encode_prompts(..., with_empty=True));
     image_kwargs: per-image inputs of batch N, duplicated here once, not per step.
+    forward_batch: most rows per network call; None runs all 2N rows in one call (the default:
+    fastest on GPUs; on CPU, since attention runs on SDPA's fused kernel, as fast as smaller pieces
+    within noise, see benchmarks/sampling.py); a smaller value bounds activation memory.
     Returns [N, 2C, H, W]: guided eps, then the conditional half's variance channels.
     """
 
-    def __init__(self, model, scale: float, text_emb: dict, **image_kwargs):
+    def __init__(self, model, scale: float, text_emb: dict, forward_batch: Optional[int] = None, **image_kwargs):
         self.model = model
         self.scale = float(scale)
         self.text_emb = text_emb
+        self.forward_batch = forward_batch
         self.image_kwargs = {k: _repeat_batch(v, 2) for k, v in image_kwargs.items() if v is not None}
+
+    def _network(self, x2, t2, **kwargs):
+        rows = x2.shape[0]
+        step = self.forward_batch or rows
+        if step >= rows:
+            return self.model(x2, t2, text_emb=self.text_emb, **self.image_kwargs, **kwargs)
+        parts = []
+        for i in range(0, rows, step):
+            piece = slice(i, i + step)
+            parts.append(self.model(x2[piece], t2[piece], text_emb=_slice_batch(self.text_emb, piece),
+                                    **_slice_batch(self.image_kwargs, piece), **kwargs))
+        return torch.cat(parts)
 
     def __call__(self, x, t, **kwargs):
         n, channels = x.shape[0], x.shape[1]
-        out = self.model(torch.cat([x, x]), torch.cat([t, t]), text_emb=self.text_emb,
-                         **self.image_kwargs, **kwargs)
+        out = self._network(torch.cat([x, x]), torch.cat([t, t]), **kwargs)
         cond_eps, uncond_eps = out[:n, :channels], out[n:, :channels]
         eps = torch.lerp(uncond_eps, cond_eps, self.scale)  # uncond + s * (cond - uncond)
         return torch.cat([eps, out[:n, channels:]], dim=1)
 
 
 def text_model_fn(model, tokenizer, prompts: Sequence[str], guidance_scale: Optional[float], *,
-                  device=None, **image_kwargs):
+                  device=None, forward_batch: Optional[int] = None, **image_kwargs):
     """The model_fn for sampling `prompts`: classifier-free guided when guidance_scale is set
     (and != 1), else plain conditional. Encodes the text once, here."""
     guided = guidance_scale is not None and float(guidance_scale) != 1.0
     text_emb = encode_prompts(model, tokenizer, prompts, with_empty=guided, device=device)
     if guided:
-        return ClassifierFreeGuidance(model, guidance_scale, text_emb, **image_kwargs)
+        return ClassifierFreeGuidance(model, guidance_scale, text_emb, forward_batch=forward_batch, **image_kwargs)
     return TextConditioned(model, text_emb, **image_kwargs)

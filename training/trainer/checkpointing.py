@@ -8,6 +8,7 @@ RUN/checkpoints/step-NNNNNNN/ (names never collide: each rank's files carry its 
     ema-rank{r}.safetensors       rank r's EMA (whole tensors; under ZeRO-3 its partition)
     state-rank{r}.json            step, data position, images seen
     manifest-rank{r}.json         sha256 and size of every file rank r wrote; written last
+    complete.json                 rank 0, after every rank's files arrived (`mark_complete`)
 
 `verify_checkpoint` checks every manifest before anything is unpickled by DeepSpeed, so a damaged
 checkpoint is a one-line UserError naming the file. Export = the consolidated EMA and raw weights
@@ -25,6 +26,7 @@ from pipeline.errors import UserError
 
 DS_TAG = "ds"
 CHECKPOINTS_DIR = "checkpoints"  # Ray Train's run name inside RUN: RUN/checkpoints/step-N/
+COMPLETE_MARKER = "complete.json"
 _MANIFEST = re.compile(r"^manifest-rank(\d+)\.json$")
 
 
@@ -128,13 +130,23 @@ def load_training_checkpoint(directory: Path, engine, ema, rank: int, world_size
     return read_rank_state(directory, rank)
 
 
+def mark_complete(directory: Path, step: int) -> None:
+    """Rank 0, once every rank's files are in RUN/checkpoints/step-N: the folder is whole.
+
+    A run killed while Ray Train copies a checkpoint leaves a folder without this marker, which
+    resuming skips (an older complete checkpoint is used); a marked folder that fails
+    verification is damaged, and an error.
+    """
+    (Path(directory) / COMPLETE_MARKER).write_text(json.dumps({"step": step}) + "\n")
+
+
 def latest_checkpoint_dir(run_dir: str | os.PathLike) -> Path | None:
-    """The newest RUN/checkpoints/step-N folder with manifests (None if there is none)."""
+    """The newest complete RUN/checkpoints/step-N folder (None if there is none)."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return None
     steps = [(int(p.name.split("-")[1]), p) for p in root.glob("step-*")
-             if p.is_dir() and p.name.split("-")[1].isdigit() and any(p.glob("manifest-rank*.json"))]
+             if p.is_dir() and p.name.split("-")[1].isdigit() and (p / COMPLETE_MARKER).is_file()]
     return max(steps)[1] if steps else None
 
 
@@ -164,19 +176,30 @@ def full_fp32_weights(engine) -> dict:
     return out
 
 
-def export_weights(run_dir: str | os.PathLike, step: int, raw: dict, ema: dict, model_cfg, extra: dict) -> Path:
-    """Write RUN/exports/step-NNNNNNN/ (training.checkpoint format; ema.safetensors preferred by load)."""
+def export_weights(run_dir: str | os.PathLike, step: int, raw: dict, ema: dict, model_cfg, extra: dict,
+                   tokenizer_dir: str | None = None) -> Path:
+    """Write RUN/exports/step-NNNNNNN/ (training.checkpoint format; ema.safetensors preferred by load).
+
+    tokenizer_dir: the checkpoint folder the run started from, whose tokenizer/ files (GPT-2
+    vocabularies) the export carries along."""
     from training.checkpoint import EXPORTS_DIR, save_checkpoint
 
     ema_full = {k: ema.get(k, v) for k, v in raw.items()}
     target = Path(run_dir) / EXPORTS_DIR / step_dir_name(step)
     return save_checkpoint(target, raw, model_cfg, step=step, ema_state_dict=ema_full,
-                           tokenizer_files=_tokenizer_files(model_cfg), extra=extra)
+                           tokenizer_files=_tokenizer_files(model_cfg, tokenizer_dir), extra=extra)
 
 
-def _tokenizer_files(model_cfg) -> dict:
-    """Vocabulary files the tokenizer names explicitly (bundled vocabularies need none)."""
+def _tokenizer_files(model_cfg, tokenizer_dir: str | None) -> dict:
+    """Vocabulary files: the start checkpoint's tokenizer/ folder and files the config names
+    (CLIP's bundled vocabulary needs none)."""
+    from training.checkpoint import TOKENIZER_DIR
+
     files = {}
+    if tokenizer_dir and (Path(tokenizer_dir) / TOKENIZER_DIR).is_dir():
+        for path in sorted((Path(tokenizer_dir) / TOKENIZER_DIR).iterdir()):
+            if path.is_file():
+                files[path.name] = str(path)
     for key, value in (model_cfg.tokenizer or {}).items():
         if key != "type" and isinstance(value, str) and Path(value).is_file():
             files[Path(value).name] = value

@@ -51,6 +51,8 @@ class TrainConfig(BaseModel):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / peak lr for cosine and linear")
     grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm to this (0: off)")
     ema_rate: float = Field(0.9999, ge=0, lt=1, description="EMA decay per optimizer step")
+    ema_warmup: bool = Field(True, description="EMA decay min(ema_rate, (1+step)/(10+step)): short runs get a "
+                                                "usable EMA")
     cfg_dropout: float = Field(0.2, ge=0, le=1,
                                description="fraction of captions replaced by the empty one (classifier-free guidance)")
     activation_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")

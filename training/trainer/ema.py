@@ -32,11 +32,19 @@ class ParameterEMA:
         self.params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.shadow = {n: _local_values(p).detach().float().clone() for n, p in self.params}
 
+    def decay(self, step: int | None) -> float:
+        """The decay at optimizer step `step` (1-based): `rate`, warmed up as min(rate, (1+n)/(10+n))
+        when a step is given, so a short run's EMA is not dominated by the random initial weights."""
+        if step is None:
+            return self.rate
+        return min(self.rate, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self) -> None:
-        """shadow <- rate * shadow + (1 - rate) * param, for the local values of every parameter."""
+    def update(self, step: int | None = None) -> None:
+        """shadow <- d * shadow + (1 - d) * param (d = `decay(step)`), for every parameter's local values."""
+        d = self.decay(step)
         for name, p in self.params:
-            self.shadow[name].lerp_(_local_values(p).detach().float(), 1.0 - self.rate)
+            self.shadow[name].lerp_(_local_values(p).detach().float(), 1.0 - d)
 
     # ---- checkpointing: each rank saves and loads its own local shadow ---------------------------
     def local_state_dict(self) -> dict[str, torch.Tensor]:

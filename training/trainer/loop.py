@@ -85,8 +85,8 @@ class Trainer:
             for key, (s, n) in loss_quartiles(out["t"], out["losses"], self.diffusion.num_timesteps).items():
                 prev = stats["quartiles"].get(key, (0.0, 0))
                 stats["quartiles"][key] = (prev[0] + s, prev[1] + n)
-        self.ema.update()
         self.step += 1
+        self.ema.update(self.step if self.cfg.ema_warmup else None)
         self.images_seen += self.cfg.batch_size * self.cfg.grad_accum * self.world_size
         reported = self.engine.get_global_grad_norm()
         stats["grad_norm"] = float(reported) if reported is not None else grad_norm
@@ -211,7 +211,7 @@ def train_worker(config: dict) -> None:
     run_dir = Path(config["run_dir"])
 
     trainer = Trainer(cfg, model_cfg, device=device, init=config.get("init"), rank=rank, world_size=world)
-    state = _resume(trainer, config.get("resume_dir"), ray.train.get_checkpoint(), rank, world)
+    state = _resume(trainer, config.get("resume_dir"), ray.train.get_checkpoint(), rank, world, run_dir)
     start = DataPosition.from_dict(state.get("position")) if state else None
 
     writer = MetricsWriter(run_dir, config.get("queue")) if rank == 0 else None
@@ -233,6 +233,7 @@ def train_worker(config: dict) -> None:
             pending.append(batch)
             if len(pending) < cfg.grad_accum:
                 continue
+            lr_used = trainer.lr()  # the rate this step applies (the schedule advances in engine.step)
             window.add(trainer.train_step(pending))
             pending = []
             step = trainer.step
@@ -241,7 +242,7 @@ def train_worker(config: dict) -> None:
                 metrics = window.reduce()
                 elapsed = time.perf_counter() - window.t0
                 images = window.steps * cfg.batch_size * cfg.grad_accum * world
-                metrics.update(lr=trainer.lr(), loss_scale=loss_scale(trainer.engine),
+                metrics.update(lr=lr_used, loss_scale=loss_scale(trainer.engine),
                                images_per_s=images / max(elapsed, 1e-9), images_seen=trainer.images_seen,
                                corrupt_rows=batches.corrupt_rows)
                 if peak and flops_per_image:
@@ -263,13 +264,23 @@ def train_worker(config: dict) -> None:
             writer.close()
 
 
-def _resume(trainer: Trainer, resume_dir: str | None, ray_checkpoint, rank: int, world: int) -> dict:
-    """Load the newer of the driver's checkpoint and Ray Train's latest (after a worker restart)."""
-    from training.trainer.checkpointing import load_training_checkpoint, verify_checkpoint
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _resume(trainer: Trainer, resume_dir: str | None, ray_checkpoint, rank: int, world: int,
+            run_dir: Path) -> dict:
+    """Load the newest of: the driver's checkpoint, Ray Train's latest (after a worker restart) and
+    the newest complete one in RUN/checkpoints (reported, but a worker died before Ray took note)."""
+    from training.trainer.checkpointing import latest_checkpoint_dir, load_training_checkpoint, verify_checkpoint
 
     candidates = []
-    if resume_dir:
-        candidates.append((verify_checkpoint(resume_dir)["step"], resume_dir, None))
+    newest = latest_checkpoint_dir(run_dir)
+    for path in {resume_dir, str(newest) if newest else None} - {None}:
+        candidates.append((verify_checkpoint(path)["step"], path, None))
     if ray_checkpoint is not None:
         with ray_checkpoint.as_directory() as d:
             if any(Path(d).glob("manifest-rank*.json")):
@@ -293,7 +304,8 @@ def _save(trainer: Trainer, run_dir: Path, position, cfg: TrainConfig, rank: int
     import ray.train
 
     from training.data import agree_position
-    from training.trainer.checkpointing import export_weights, save_training_checkpoint, step_dir_name
+    from training.trainer.checkpointing import (CHECKPOINTS_DIR, export_weights, mark_complete,
+                                                save_training_checkpoint, step_dir_name)
 
     step = trainer.step
     position = agree_position(position)
@@ -301,7 +313,7 @@ def _save(trainer: Trainer, run_dir: Path, position, cfg: TrainConfig, rank: int
     if rank == 0:
         extra = {"train": cfg.model_dump(mode="json"), "images_seen": trainer.images_seen,
                  "data_position": position.to_dict()}
-        export_weights(run_dir, step, raw, ema, trainer.model_cfg, extra)
+        export_weights(run_dir, step, raw, ema, trainer.model_cfg, extra, config.get("tokenizer_dir"))
     del raw, ema
     state = {"step": step, "position": position.to_dict(), "images_seen": trainer.images_seen,
              "corrupt_rows": getattr(batches, "corrupt_rows", 0)}
@@ -310,6 +322,9 @@ def _save(trainer: Trainer, run_dir: Path, position, cfg: TrainConfig, rank: int
     report = {"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
     ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
                      checkpoint_dir_name=step_dir_name(step), delete_local_checkpoint_after_upload=True)
+    _barrier()  # every rank's files are in RUN/checkpoints/step-N now
+    if rank == 0:
+        mark_complete(run_dir / CHECKPOINTS_DIR / step_dir_name(step), step)
     if rank == 0 and config.get("queue") is not None:
         try:
             config["queue"].put_nowait({"event": f"saved step {step}: {run_dir}/exports/{step_dir_name(step)}"})
