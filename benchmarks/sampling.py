@@ -5,10 +5,10 @@
 For each model config (random weights; timing does not depend on them), classifier-free guided
 DDPM sampling of --batch-size images at guidance --guidance for --steps steps (default 10 for tiny,
 2 for larger models, whose guided step is ~1.8 TFLOP):
-  ours   training.sampling (text encoded once per run, inference_mode), in its two forward layouts:
-         both guidance halves in one batched forward (the default), and split into network calls of
-         --batch-size rows (forward_batch=N; on CPUs a large model can run faster in smaller pieces);
-         "ours" in the ratio is the default (one forward); the split layout's speed-up is shown beside it;
+  ours   training.sampling as `glide sample` runs it (text and its attention keys/values encoded once
+         per run, inference_mode, fused attention), both guidance halves as one batched forward,
+         run in network calls of guidance.auto_forward_batch rows (all rows, unless CPU activations
+         would exceed 32 MiB); "one-call" forces all rows into one call, shown beside it;
   plain  the same diffusion maths, but every step re-encodes the caption and the empty caption
          (tokens= into the model) and runs the conditional and unconditional halves as two forwards.
 Weights are random, with glide's zero-initialised layers filled in (else every output is 0 and
@@ -158,6 +158,7 @@ def bench_model(name: str, args, peaks: list) -> dict:
     from training.diffusion import create_diffusion
     from training.factory import create_model
     from training.model_config import load_model_config
+    from training.sampling.guidance import auto_forward_batch
 
     cfg = load_model_config(name)
     torch.manual_seed(0)
@@ -170,8 +171,8 @@ def bench_model(name: str, args, peaks: list) -> dict:
 
     def make_sides(n_steps):
         return {"ours": _ours(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed),
-                "ours_split": _ours(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed,
-                                    forward_batch=len(prompts)),
+                "ours_one": _ours(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed,
+                                  forward_batch=2 * len(prompts)),
                 "plain": _plain(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed)}
 
     for warm_up in make_sides(1).values():  # one untimed step each: oneDNN builds its kernels per shape
@@ -186,20 +187,20 @@ def bench_model(name: str, args, peaks: list) -> dict:
             outputs[side] = sides[side]()
             times[side].append((time.perf_counter() - t0) / steps)
             print(f"  {name} rep {rep + 1}/{args.reps} {side}: {times[side][-1]:.3f} s/step", file=sys.stderr)
-        for side in ("ours", "ours_split"):
+        for side in ("ours", "ours_one"):
             diff = max(diff, (outputs[side] - outputs["plain"]).abs().max().item())
             assert torch.allclose(outputs[side], outputs["plain"], rtol=1e-3, atol=1e-3), \
                 f"{name}: outputs differ by {diff}"
-    ours_one, ours_split = statistics.median(times["ours"]), statistics.median(times["ours_split"])
+    ours, ours_one = statistics.median(times["ours"]), statistics.median(times["ours_one"])
     plain = statistics.median(times["plain"])
-    ours = ours_one  # the default layout; the split one is reported beside it
     peak = statistics.median(peaks)
     counted = step_flops(model, tokenizer, prompts, args.guidance)
     flops = counted["ours"] + counted["ours_encode"] / steps  # ours' work per step, encoding amortised
     return {"model": name, "params": sum(p.numel() for p in model.parameters()), "steps": steps,
             "image_size": cfg.image_size, "s_per_step_ours": ours, "s_per_step_plain": plain,
-            "s_per_step_split": ours_split,
-            "speedup_split": plain / ours_split,
+            "s_per_step_one": ours_one, "speedup_one": plain / ours_one,
+            "rows_per_call": auto_forward_batch(model, torch.empty(2 * len(prompts), 3, cfg.image_size,
+                                                                   cfg.image_size)),
             "speedup": plain / ours, "goal": GOALS.get(name, DEFAULT_GOAL), "max_abs_diff": diff,
             "gflop_per_step": flops / 1e9, "gflop_per_step_plain": counted["plain"] / 1e9,
             "gflop_encode_per_run": counted["ours_encode"] / 1e9,
@@ -238,16 +239,18 @@ def main(argv=None) -> int:
           f"alternating reps, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     header = (f"{'model':<22}{'params':>12}{'steps':>6}{'plain s/step':>14}{'ours s/step':>13}{'speed-up':>10}"
-              f"{'goal':>7}{'split s/step':>14}{'split x':>9}{'plain GFLOP':>12}{'ours GFLOP':>12}"
+              f"{'goal':>7}{'rows/call':>10}{'one-call s/step':>16}{'one x':>7}{'plain GFLOP':>12}{'ours GFLOP':>12}"
               f"{'FLOP x':>9}{'GFLOP/s':>9}{'of peak':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['model']:<22}{r['params']:>12,}{r['steps']:>6}{r['s_per_step_plain']:>14.4f}"
-              f"{r['s_per_step_ours']:>13.4f}{r['speedup']:>9.2f}x{r['goal']:>6.1f}x{r['s_per_step_split']:>14.4f}"
-              f"{r['speedup_split']:>8.2f}x{r['gflop_per_step_plain']:>12.2f}{r['gflop_per_step']:>12.2f}"
+              f"{r['s_per_step_ours']:>13.4f}{r['speedup']:>9.2f}x{r['goal']:>6.1f}x{r['rows_per_call']:>10}"
+              f"{r['s_per_step_one']:>16.4f}{r['speedup_one']:>6.2f}x{r['gflop_per_step_plain']:>12.2f}{r['gflop_per_step']:>12.2f}"
               f"{r['flop_bound_speedup']:>8.3f}x{r['gflops']:>9.1f}{r['peak_fraction']:>8.0%}")
-    print("ours: both guidance halves in one forward (default); split: network calls of --batch-size rows.\n"
+    print("ours: `glide sample`'s default: the 2 x batch guided rows in network calls of rows/call (all in one\n"
+          "call unless CPU activations would exceed 32 MiB, see guidance.auto_forward_batch); one-call: forced\n"
+          "into one call.\n"
           "GFLOP per step (ours: its once-per-run text encoding amortised over the steps), counted as direct\n"
           "convolution (oneDNN may execute fewer: > 100% of the matmul rate is possible); FLOP x = plain GFLOP /\n"
           "ours GFLOP: the speed-up from doing less work alone, at equal FLOP rates.")

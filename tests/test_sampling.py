@@ -342,3 +342,18 @@ def test_guided_sampling_with_the_real_network_equals_a_plain_per_step_loop():
     plain = sample_loop(d, guided, (2, 3, 32, 32), generator=torch.Generator().manual_seed(7))
     assert ours.std() > 0.1
     torch.testing.assert_close(ours, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_guided_rows_run_in_one_call_unless_cpu_activations_would_page_fault():
+    from training.factory import create_model
+    from training.model_config import load_model_config
+    from training.sampling.guidance import auto_forward_batch
+
+    tiny = create_model(load_model_config("tiny"), device="meta")
+    base = create_model(load_model_config("glide-filtered-base"), device="meta")  # shapes only
+    assert auto_forward_batch(tiny, torch.empty(8, 3, 32, 32)) == 8
+    # 64x64 base: a full-resolution skip concat is 384 x 64 x 64 floats = 6.3 MB per row
+    assert auto_forward_batch(base, torch.empty(8, 3, 64, 64)) == 4
+    assert auto_forward_batch(base, torch.empty(2, 3, 64, 64)) == 2
+    assert auto_forward_batch(base, torch.empty(8, 3, 64, 64, device="meta")) == 8  # not CPU: one call
+    assert auto_forward_batch(TinyTextModel(), torch.empty(8, 3, 8, 8)) == 8  # not a UNet: one call

@@ -19,6 +19,12 @@ def test_train_section_validates_and_flags_override(tmp_path, glide_cli, capsys)
     assert cfg.train.lr == 0.002 and cfg.train.model_name() == "up.json"
     assert cfg.train.model_kind == "upsampler"
 
+    cfg_file.write_text("train:\n  max_steps: {base: 600, upsampler: 200}\n")
+    train = load_config(cfg_file).train
+    assert train.for_kind().max_steps == 600
+    train.kind = "upsampler"
+    assert train.for_kind().max_steps == 200
+
     cfg_file.write_text("train:\n  learning_rate: 0.1\n")
     with pytest.raises(UserError, match="c.yaml: unknown config key 'train.learning_rate'"):
         load_config(cfg_file)

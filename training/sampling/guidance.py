@@ -94,14 +94,35 @@ class TextConditioned:
         return self.model(x, t, text_emb=self.text_emb, **self.image_kwargs, **kwargs)
 
 
+# glibc serves allocations above its largest mmap threshold (32 MiB on 64-bit) from fresh mmap'd
+# pages, so every such activation is page-faulted and zeroed by the kernel again at every step.
+CPU_ACTIVATION_BUDGET = 32 * 2 ** 20
+
+
+def auto_forward_batch(model, x: torch.Tensor) -> int:
+    """Rows per network call for the 2N guided rows of x [2N, C, H, W]: all of them, except on CPU
+    when the widest activation (a full-resolution skip concatenation, 2 x the first conv's channels)
+    would exceed CPU_ACTIVATION_BUDGET: then equal pieces that fit. Measured on the released base
+    (64x64, 2N = 8; one thread): one call of 8 rows took ~3x the minor page faults of two calls of 4
+    (~650k vs ~200k per step, +0.7 s system time) and was slower (benchmarks/sampling.py)."""
+    rows = x.shape[0]
+    blocks = getattr(model, "input_blocks", None)  # the UNet's; other model_fns run in one call
+    first_conv = blocks[0][0] if blocks is not None else None
+    if x.device.type != "cpu" or not isinstance(first_conv, torch.nn.Conv2d):
+        return rows
+    row_bytes = 2 * first_conv.out_channels * x.shape[-2] * x.shape[-1] * first_conv.weight.element_size()
+    pieces = -(-rows * row_bytes // CPU_ACTIVATION_BUDGET)  # ceil
+    return max(1, -(-rows // max(1, pieces)))
+
+
 class ClassifierFreeGuidance:
     """model_fn for classifier-free guided sampling with guidance scale `scale` (see module doc).
 
     text_emb: encoding of [N captions, N empty captions] (encode_prompts(..., with_empty=True));
     image_kwargs: per-image inputs of batch N, duplicated here once, not per step.
-    forward_batch: most rows per network call; None runs all 2N rows in one call (the default:
-    fastest on GPUs; on CPU, since attention runs on SDPA's fused kernel, as fast as smaller pieces
-    within noise, see benchmarks/sampling.py); a smaller value bounds activation memory.
+    forward_batch: most rows per network call (a smaller value also bounds activation memory);
+    None chooses (`auto_forward_batch`): all 2N rows in one call, except on CPU when that call's
+    activations are so large that each allocation page-faults (see there).
     Returns [N, 2C, H, W]: guided eps, then the conditional half's variance channels.
     """
 
@@ -114,7 +135,7 @@ class ClassifierFreeGuidance:
 
     def _network(self, x2, t2, **kwargs):
         rows = x2.shape[0]
-        step = self.forward_batch or rows
+        step = self.forward_batch or auto_forward_batch(self.model, x2)
         if step >= rows:
             return self.model(x2, t2, text_emb=self.text_emb, **self.image_kwargs, **kwargs)
         parts = []

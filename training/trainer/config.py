@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 # What `glide train KIND` trains; the model config's kind for each (ModelConfig spells "base-inpaint").
 TRAIN_KINDS = ("base", "upsampler", "inpaint", "upsampler-inpaint", "clip")
@@ -56,7 +56,8 @@ class TrainConfig(BaseModel):
     cfg_dropout: float = Field(0.2, ge=0, le=1,
                                description="fraction of captions replaced by the empty one (classifier-free guidance)")
     activation_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
-    max_steps: int = Field(1000, ge=1, description="train until this optimizer step")
+    max_steps: Union[PositiveInt, dict[str, PositiveInt]] = Field(
+        1000, description="train until this optimizer step; or a mapping from kind to it")
     save_every: int = Field(500, ge=1, description="checkpoint and export every N steps (and at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="DeepSpeed checkpoints kept (exports are all kept)")
     log_every: int = Field(10, ge=1, description="metrics every N steps")
@@ -69,11 +70,22 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        if isinstance(self.model, dict):
-            unknown = sorted(set(self.model) - set(TRAIN_KINDS))
+        for key in ("model", "max_steps"):
+            value = getattr(self, key)
+            unknown = sorted(set(value) - set(TRAIN_KINDS)) if isinstance(value, dict) else []
             if unknown:
-                raise ValueError(f"model: unknown kind {unknown[0]!r} (kinds: {', '.join(TRAIN_KINDS)})")
+                raise ValueError(f"{key}: unknown kind {unknown[0]!r} (kinds: {', '.join(TRAIN_KINDS)})")
         return self
+
+    def for_kind(self) -> "TrainConfig":
+        """This config with per-kind values resolved for `kind` (max_steps becomes one number)."""
+        if not isinstance(self.max_steps, dict):
+            return self
+        if self.kind not in self.max_steps:
+            from pipeline.errors import UserError
+
+            raise UserError(f"train.max_steps: no value for kind {self.kind!r} (give --max-steps)")
+        return self.model_copy(update={"max_steps": self.max_steps[self.kind]})
 
     def model_name(self) -> str:
         """The model config for this run's kind."""

@@ -24,6 +24,7 @@ from training.trainer.config import TrainConfig
 
 def prepare_run(cfg: TrainConfig) -> dict:
     """Everything checked before Ray starts: paths, precision, model config, init weights, resume point."""
+    cfg = cfg.for_kind()
     from training.trainer.checkpointing import latest_checkpoint_dir, read_rank_state, verify_checkpoint
     from training.trainer.engine import check_precision
     from training.trainer.model_setup import resolve_model_config, tokenizer_base_dir
@@ -103,6 +104,7 @@ def run_training(cfg: TrainConfig, *, stream=None) -> dict:
     from training.trainer.model_setup import train_task
 
     stream = stream or sys.stderr
+    cfg = cfg.for_kind()
     run = prepare_run(cfg)
     run_dir: Path = run["run_dir"]
     run_dir.mkdir(parents=True, exist_ok=True)

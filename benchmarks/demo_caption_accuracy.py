@@ -1,0 +1,109 @@
+"""Does the demo's model draw what the caption says? Colour accuracy of `glide sample` output.
+
+    python -m benchmarks.demo_caption_accuracy SAMPLES_DIR        # a `glide sample -o` folder
+    python -m benchmarks.demo_caption_accuracy --prompts-out FILE  # write the 11 x 11 probe prompts
+
+For every image in SAMPLES_DIR/settings.json it reads the colour names of the prompt ("a red circle
+on a blue background"), takes the image's background colour (median of the border ring) and
+foreground colour (median of the central pixels that differ from the background) and names each by
+the nearest pipeline.sample_world.PALETTE colour. Prints "background right in X of Y" and the same
+for the shape's colour, plus a confusion list, and --json for machines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.sample_world import PALETTE, SHAPE_KINDS
+
+NAMES = list(PALETTE)
+RGB = np.array([PALETTE[n] for n in NAMES], dtype=np.float32)  # [11, 3]
+_CAPTION = re.compile(r"^an? (\w+) (\w+) on an? (\w+) background")
+
+
+def caption_colours(prompt: str) -> tuple[str, str, str] | None:
+    """'a red circle on a blue background' -> ('red', 'circle', 'blue'); None if not that form."""
+    m = _CAPTION.match(prompt)
+    return (m.group(1), m.group(2), m.group(3)) if m and m.group(1) in PALETTE else None
+
+
+def nearest_name(rgb: np.ndarray) -> str:
+    return NAMES[int(np.argmin(((RGB - rgb) ** 2).sum(axis=1)))]
+
+
+def image_colours(img: np.ndarray) -> tuple[str, str]:
+    """img uint8 [H, W, 3] -> (foreground name, background name)."""
+    x = img.astype(np.float32)
+    h, w, _ = x.shape
+    r = max(1, h // 16)
+    ring = np.concatenate([x[:r].reshape(-1, 3), x[-r:].reshape(-1, 3),
+                           x[:, :r].reshape(-1, 3), x[:, -r:].reshape(-1, 3)])
+    bg = np.median(ring, axis=0)
+    centre = x[h // 4: h - h // 4, w // 4: w - w // 4].reshape(-1, 3)
+    far = centre[np.sqrt(((centre - bg) ** 2).sum(axis=1)) > 60]
+    fg = np.median(far, axis=0) if len(far) >= centre.shape[0] // 20 else bg
+    return nearest_name(fg), nearest_name(bg)
+
+
+def score(samples: Path) -> dict:
+    settings = json.loads((samples / "settings.json").read_text())
+    rows = []
+    for item in settings["images"]:
+        want = caption_colours(item["prompt"])
+        if want is None:
+            continue
+        fg, bg = image_colours(np.asarray(Image.open(samples / item["file"]).convert("RGB")))
+        rows.append({"file": item["file"], "prompt": item["prompt"], "fg": fg, "bg": bg,
+                     "fg_ok": fg == want[0], "bg_ok": bg == want[2]})
+    n = len(rows)
+    return {"images": n, "background_right": sum(r["bg_ok"] for r in rows),
+            "foreground_right": sum(r["fg_ok"] for r in rows),
+            "both_right": sum(r["bg_ok"] and r["fg_ok"] for r in rows), "rows": rows}
+
+
+def probe_prompts() -> list[str]:
+    """One prompt per background colour, each with a different shape colour and shape."""
+    out = []
+    for i, bg in enumerate(NAMES):
+        fg = NAMES[(i + 3) % len(NAMES)]
+        shape = SHAPE_KINDS[i % len(SHAPE_KINDS)]
+        art = lambda w: "an" if w[0] in "aeiou" else "a"  # noqa: E731
+        out.append(f"{art(fg)} {fg} {shape} on {art(bg)} {bg} background")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("samples", nargs="?", help="a `glide sample -o` folder (settings.json + PNGs)")
+    p.add_argument("--prompts-out", help="write the probe prompts (one per background colour) here")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per image")
+    args = p.parse_args(argv)
+    if args.prompts_out:
+        Path(args.prompts_out).write_text("\n".join(probe_prompts()) + "\n")
+        print(f"wrote {len(probe_prompts())} prompts to {args.prompts_out}")
+    if not args.samples:
+        return 0
+    res = score(Path(args.samples))
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    if args.verbose:
+        for r in res["rows"]:
+            print(f"{r['file']}: {r['prompt']!r:50} -> {r['fg']} on {r['bg']}"
+                  f"{'' if r['fg_ok'] and r['bg_ok'] else '   x'}")
+    n = res["images"]
+    print(f"background colour right in {res['background_right']} of {n}; shape colour right in "
+          f"{res['foreground_right']} of {n}; both in {res['both_right']} of {n}  "
+          f"(chance: 1 in {len(NAMES)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
