@@ -173,7 +173,7 @@ def bench_ray_workers(args) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     runs = {1: [], 2: []}
     order = [1, 2, 2, 1, 1, 2][: 2 * args.ray_reps]  # alternating, balanced
     try:

@@ -81,3 +81,7 @@ def test_joins_an_existing_cluster_by_address_or_environment():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+        # `ray start` records its address for later bare ray.init() calls; leave no stale pointer.
+        from ray._common.utils import reset_ray_address
+
+        reset_ray_address()

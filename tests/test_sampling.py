@@ -21,16 +21,6 @@ BETAS = get_named_beta_schedule("squaredcos_cap_v2", 1000)
 BASE = GaussianDiffusion(BETAS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: one thread beats OpenMP's fork/join, which is very slow when the
-    cores are shared (other test processes, other users)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def spaced(spec):

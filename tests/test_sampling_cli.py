@@ -8,16 +8,6 @@ from PIL import Image
 from tests.conftest import run_glide
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: one thread beats OpenMP's fork/join, which is very slow when the
-    cores are shared (other test processes, other users)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _save(directory, config="tiny", **overrides):

@@ -135,7 +135,7 @@ def _saved_bytes(model, cfg, batch: int, example_inputs) -> tuple[int, list[tupl
     handles += [m.register_forward_hook(post) for m in model.modules()
                 if type(m).__name__ in CHECKPOINT_UNITS]
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _fused_attention_on_meta():
             args, kwargs = example_inputs(model, cfg)
             args = tuple(_repeat(a, batch) for a in args)
             kwargs = {k: _repeat(v, batch) for k, v in kwargs.items()}
@@ -145,6 +145,33 @@ def _saved_bytes(model, cfg, batch: int, example_inputs) -> tuple[int, list[tupl
         for h in handles:
             h.remove()
     return total[0], [tuple(u) for u in units]
+
+
+def _fused_attention_on_meta():
+    """Count attention as the fused kernels that train it (flash / memory-efficient, on GPU and
+    CPU) do: they keep q, k, v, the output and a log-sum-exp row for backward. On the meta device
+    torch falls back to the math path, which would count the L x L attention matrix instead."""
+    import unittest.mock
+
+    import torch
+    import torch.nn.functional as F
+
+    class FusedAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v):
+            out = q.new_empty(*q.shape[:-1], v.shape[-1])
+            lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
+            ctx.save_for_backward(q, k, v, out, lse)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):  # never run: the plan measures forward only
+            raise NotImplementedError("memory planning runs forward passes only")
+
+    def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+        return FusedAttention.apply(q, k, v)
+
+    return unittest.mock.patch.object(F, "scaled_dot_product_attention", attention)
 
 
 def _repeat(value, batch: int):

@@ -16,13 +16,13 @@ in training.checkpoint's format at RUN/exports/step-NNNNNNN/ (what `glide sample
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
 from pipeline.errors import UserError
+from training.checkpoint import sha256_file
 
 DS_TAG = "ds"
 CHECKPOINTS_DIR = "checkpoints"  # Ray Train's run name inside RUN: RUN/checkpoints/step-N/
@@ -32,14 +32,6 @@ _MANIFEST = re.compile(r"^manifest-rank(\d+)\.json$")
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:07d}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,7 +49,7 @@ def save_training_checkpoint(directory: Path, engine, ema, state: dict, rank: in
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
         if not _MANIFEST.match(rel):
-            files[rel] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+            files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     manifest = {"format": "glide-train-checkpoint", "step": state["step"], "rank": rank,
                 "world_size": world_size, "files": files}
     (directory / f"manifest-rank{rank}.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -89,7 +81,7 @@ def verify_checkpoint(directory: str | os.PathLike) -> dict:
             f = directory / rel
             if not f.is_file():
                 raise UserError(f"{f}: missing from checkpoint (listed in {path.name})")
-            if f.stat().st_size != record.get("bytes") or _sha256(f) != record.get("sha256"):
+            if f.stat().st_size != record.get("bytes") or sha256_file(f) != record.get("sha256"):
                 raise UserError(f"{f}: checkpoint file is damaged (size or sha256 differs from {path.name})")
     if len(steps) != 1 or len(worlds) != 1:
         raise UserError(f"{directory}: manifests disagree on step or world size ({sorted(steps)}, {sorted(worlds)})")
