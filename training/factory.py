@@ -1,7 +1,6 @@
 """The one model factory: ModelConfig -> network (open_clip style: sizes are data, one constructor)."""
 from __future__ import annotations
 
-import importlib.util
 
 import torch
 
@@ -19,8 +18,6 @@ def create_model(cfg: ModelConfig, device: str | torch.device | None = None) -> 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if cfg.kind == "clip":
-        if importlib.util.find_spec("training.nn.noised_clip") is None:
-            raise NotImplementedError("kind 'clip' needs training/nn/noised_clip.py (create_noised_clip)")
         from training.nn.noised_clip import create_noised_clip
         with device:
             model = create_noised_clip(cfg)

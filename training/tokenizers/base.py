@@ -1,26 +1,45 @@
 """The interface every tokenizer offers to models, trainers and samplers."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 
-class Tokenizer:
+
+class Tokenizer(ABC):
     """Text <-> token ids, plus the fixed-length padded batches the text transformer reads.
 
-    Subclasses set `n_vocab`, `pad_token` and implement `encode`, `decode` and
-    `padded_tokens_and_mask(tokens, text_ctx)`.
+    Subclasses set `n_vocab`, `pad_token`, `decoder` ({id: symbol}) and `special_ids`, and implement
+    `encode`, `decode` and `padded_tokens_and_mask(tokens, text_ctx)`.
     """
 
     type_name = ""
     n_vocab: int
     pad_token: int
+    decoder: dict[int, str]
+    special_ids: frozenset[int]
 
+    @abstractmethod
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
 
+    @abstractmethod
     def decode(self, ids) -> str:
         raise NotImplementedError
 
+    @abstractmethod
     def padded_tokens_and_mask(self, tokens: list[int], text_ctx: int) -> tuple[list[int], list[bool]]:
         raise NotImplementedError
+
+    def joined_symbols(self, ids) -> str:
+        """The vocabulary symbols of `ids` joined, special ids skipped; unknown ids are a ValueError."""
+        symbols = []
+        for i in ids:
+            i = int(i)
+            if i in self.special_ids:
+                continue
+            if i not in self.decoder:
+                raise ValueError(f"token id {i} is outside the vocabulary (n_vocab {self.n_vocab})")
+            symbols.append(self.decoder[i])
+        return "".join(symbols)
 
     def batch(self, texts, text_ctx: int):
         """Encode, truncate and pad `texts` (list of B strings).

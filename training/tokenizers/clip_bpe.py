@@ -82,15 +82,7 @@ class CLIPTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         """Ids -> text; <start>/<end> are skipped, words are separated by single spaces."""
-        pieces = []
-        for i in ids:
-            i = int(i)
-            if i in self.special_ids:
-                continue
-            if i not in self.decoder:
-                raise ValueError(f"token id {i} is outside the vocabulary (n_vocab {self.n_vocab})")
-            pieces.append(self.decoder[i])
-        text = symbols_to_bytes("".join(pieces)).decode("utf-8", errors="replace").replace("</w>", " ")
+        text = symbols_to_bytes(self.joined_symbols(ids)).decode("utf-8", errors="replace").replace("</w>", " ")
         return text.strip()
 
     def padded_tokens_and_mask(self, tokens: list[int], text_ctx: int) -> tuple[list[int], list[bool]]:

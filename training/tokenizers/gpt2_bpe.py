@@ -107,15 +107,7 @@ class GPT2Tokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         """Ids -> text; the padding token is skipped, invalid UTF-8 becomes U+FFFD."""
-        symbols = []
-        for i in ids:
-            i = int(i)
-            if i in self.special_ids:
-                continue
-            if i not in self.decoder:
-                raise ValueError(f"token id {i} is outside the vocabulary (n_vocab {self.n_vocab})")
-            symbols.append(self.decoder[i])
-        return symbols_to_bytes("".join(symbols)).decode("utf-8", errors="replace")
+        return symbols_to_bytes(self.joined_symbols(ids)).decode("utf-8", errors="replace")
 
     def padded_tokens_and_mask(self, tokens: list[int], text_ctx: int) -> tuple[list[int], list[bool]]:
         """glide's rule: keep the first `text_ctx` ids, pad with the padding token; mask True = real."""
