@@ -6,11 +6,13 @@ For each model config (random weights; timing does not depend on them), classifi
 DDPM sampling of --batch-size images at guidance --guidance for --steps steps (default 10 for tiny,
 2 for larger models, whose guided step is ~1.8 TFLOP):
   ours   training.sampling as `glide sample` runs it (text and its attention keys/values encoded once
-         per run, inference_mode, fused attention), both guidance halves as one batched forward,
+         per run, inference_mode, fused attention, channels-last (NHWC) weights and activations),
+         both guidance halves as one batched forward,
          run in network calls of guidance.auto_forward_batch rows (all rows, unless CPU activations
          would exceed 32 MiB); "one-call" forces all rows into one call, shown beside it;
-  plain  the same diffusion maths, but every step re-encodes the caption and the empty caption
-         (tokens= into the model) and runs the conditional and unconditional halves as two forwards.
+  plain  the same diffusion maths and weights (a copy of the model as built: NCHW), but every step
+         re-encodes the caption and the empty caption (tokens= into the model) and runs the
+         conditional and unconditional halves as two forwards.
 Weights are random, with glide's zero-initialised layers filled in (else every output is 0 and
 the comparison is empty). Same seed, same noise: the final images must match (asserted). Each
 side first runs one untimed step (warm-up); repetitions alternate which side runs first; seconds
@@ -26,6 +28,7 @@ Ends with one JSON line {"benchmark": "sampling", "ratio": R, ...}.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -163,6 +166,7 @@ def bench_model(name: str, args, peaks: list) -> dict:
     cfg = load_model_config(name)
     torch.manual_seed(0)
     model = trained_like(create_model(cfg, device="cpu").eval())
+    plain_model = copy.deepcopy(model)  # ours converts `model` to channels-last; the plain loop keeps NCHW
     # "100" respacing, sampled from its last `steps` steps: realistic timesteps, short run
     diffusion = create_diffusion(cfg, "100")
     tokenizer = _Tokenizer(cfg.n_vocab)
@@ -173,7 +177,7 @@ def bench_model(name: str, args, peaks: list) -> dict:
         return {"ours": _ours(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed),
                 "ours_one": _ours(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed,
                                   forward_batch=2 * len(prompts)),
-                "plain": _plain(model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed)}
+                "plain": _plain(plain_model, diffusion, tokenizer, prompts, args.guidance, n_steps, args.seed)}
 
     for warm_up in make_sides(1).values():  # one untimed step each: oneDNN builds its kernels per shape
         warm_up()

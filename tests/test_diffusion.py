@@ -174,6 +174,27 @@ def test_training_losses_hybrid_definition_and_stop_gradient():
     assert torch.allclose(a, ref * 0.1)
 
 
+def test_p2_weighting_closed_form_and_weighted_hybrid_loss():
+    d = cosine(1000)
+    t = torch.tensor([0, 100, 500, 900, 999])
+    ab = d.alphas_cumprod[t.numpy()]
+    snr = ab / (1 - ab)
+    # P2: 1 / (k + SNR)^gamma; gamma 0 is uniform
+    np.testing.assert_allclose(d.p2_weights(t, 1.0, 1.0).numpy(), 1 / (1 + snr), rtol=1e-6)
+    np.testing.assert_allclose(d.p2_weights(t, 0.5, 2.0).numpy(), 1 / (2 + snr) ** 0.5, rtol=1e-6)
+    assert torch.equal(d.p2_weights(t, 0.0), torch.ones(5))
+    w = d.p2_weights(t, 1.0)
+    assert w[0] < 1e-3 and w[-1] > 0.999 and (w[1:] >= w[:-1]).all()  # noisy steps keep full weight
+    # the weights scale L_simple only; "mse" stays the unweighted L_simple for the logs
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand((5, 3, 4, 4), generator=g, dtype=F64) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g, dtype=F64)
+    plain = d.training_losses(EpsAndVar(noise), x0, t, noise=noise)
+    weighted = d.training_losses(EpsAndVar(noise), x0, t, noise=noise, mse_weights=w)
+    assert torch.allclose(weighted["mse"], plain["mse"]) and torch.allclose(weighted["vb"], plain["vb"])
+    assert torch.allclose(weighted["loss"], w.to(F64) * plain["mse"] + plain["vb"])
+
+
 # ---- respacing -----------------------------------------------------------------------------------
 def test_space_timesteps_section_counts_fast27_and_ddim():
     assert len(space_timesteps(1000, "250")) == 250

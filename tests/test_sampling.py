@@ -3,6 +3,7 @@
 The "analytic" model is the exact eps-predictor for Gaussian data x_0 ~ N(MU, S^2): with it the
 samplers must reproduce the data distribution, so these tests check the sampling maths, not shapes.
 """
+import copy
 import math
 
 import pytest
@@ -274,12 +275,17 @@ def test_guidance_with_the_real_network_equals_two_separate_forwards_with_tokens
     torch.manual_seed(0)
     model = _randomized(create_model(load_model_config("tiny"), device="cpu").eval())
     tok, prompts = CharTokenizer(), ["a red cube", "two blue balls"]
+    nchw = copy.deepcopy(model)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 900])
     with torch.inference_mode():
         guided = text_model_fn(model, tok, prompts, 2.5)(x, t)
         assert guided.abs().mean() > 0.01  # trained-like weights: a real comparison, not zeros
-        cond = model(x, t, *tokenize_prompts(tok, prompts, model.text_ctx))
-        uncond = model(x, t, *tokenize_prompts(tok, ["", ""], model.text_ctx))
+        cond = nchw(x, t, *tokenize_prompts(tok, prompts, model.text_ctx))
+        uncond = nchw(x, t, *tokenize_prompts(tok, ["", ""], model.text_ctx))
+    # the sampler runs the network channels-last (NHWC); the reference is the model as built
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in nchw.parameters() if p.dim() == 4)
     assert torch.allclose(guided[:, :3], uncond[:, :3] + 2.5 * (cond[:, :3] - uncond[:, :3]), atol=1e-4)
     assert torch.allclose(guided[:, 3:], cond[:, 3:], atol=1e-5)
 

@@ -215,10 +215,12 @@ class GaussianDiffusion:
         nll = mean_flat(nll) / LOG2
         return torch.where(t == 0, nll, kl)
 
-    def training_losses(self, model: ModelFn, x_start, t, model_kwargs=None, noise=None) -> dict:
+    def training_losses(self, model: ModelFn, x_start, t, model_kwargs=None, noise=None,
+                        mse_weights=None) -> dict:
         """Improved DDPM's hybrid loss, per example: {"loss", "mse", "vb"}, each [N].
 
-        mse = ||eps - eps_theta||^2 averaged over pixels (L_simple);
+        mse = ||eps - eps_theta||^2 averaged over pixels (L_simple), times `mse_weights` [N] when
+              given (a timestep weighting such as `p2_weights`; "mse" reports it unweighted);
         vb  = L_t in bits with the mean's gradient stopped (only the variance learns from it),
               times num_timesteps / 1000: lambda = 0.001 on L_vlb = T * E_t[L_t]
               (improved-diffusion's RESCALED_MSE);
@@ -233,4 +235,13 @@ class GaussianDiffusion:
         frozen = torch.cat([eps.detach(), output[:, channels:]], dim=1)
         vb = self.vb_terms_bpd(frozen, x_start, x_t, t) * (self.num_timesteps / 1000.0)
         mse = mean_flat((noise - eps) ** 2)
-        return {"loss": mse + vb, "mse": mse, "vb": vb}
+        weighted = mse if mse_weights is None else mse * mse_weights.to(mse.dtype)
+        return {"loss": weighted + vb, "mse": mse, "vb": vb}
+
+    def p2_weights(self, t, gamma: float, k: float = 1.0):
+        """P2 weighting (Choi et al. 2022) of L_simple at timesteps t [N]: 1 / (k + SNR(t))^gamma,
+        SNR = alpha_bar / (1 - alpha_bar). gamma 0 is uniform; gamma 1 all but drops the nearly
+        clean steps (weight ~ 1/SNR) and keeps the noisy ones whole, where layout and colour form."""
+        snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+        weights = torch.from_numpy(1.0 / (k + snr) ** gamma).float()
+        return weights.to(t.device)[t]

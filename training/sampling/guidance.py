@@ -9,6 +9,8 @@ Classifier-free guidance (GLIDE eq. 3, glide-text2im's model_fn): one batched fo
     eps = eps(x | empty) + s * (eps(x | caption) - eps(x | empty))
 on the eps channels only; the variance channels come from the conditional half. The sampler sees a
 batch of N (not 2N), so the diffusion arithmetic runs once per image.
+
+Both model_fns run the network in channels-last (NHWC) memory (`channels_last_model`).
 """
 from __future__ import annotations
 
@@ -78,6 +80,22 @@ def _slice_batch(value, piece: slice):
     return value
 
 
+def channels_last_model(model):
+    """Convert `model`'s 4-D weights to channels-last (NHWC) memory, in place, and return it.
+
+    The model_fns below run the network on NHWC activations: oneDNN (CPU) and cuDNN (GPU, tensor
+    cores) run NHWC convolutions without a layout reorder on every call. Values are unchanged;
+    measured on one CPU thread: 1.20x (tiny) and 1.09x (released base) per forward
+    (benchmarks/sampling.py). Training is unaffected: it never goes through here."""
+    if any(p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 class TextConditioned:
     """model_fn for plain conditional sampling: model(x, t, text_emb=..., **image_kwargs).
 
@@ -86,12 +104,12 @@ class TextConditioned:
     """
 
     def __init__(self, model, text_emb: Optional[dict], **image_kwargs):
-        self.model = model
+        self.model = channels_last_model(model)
         self.text_emb = text_emb
-        self.image_kwargs = {k: v for k, v in image_kwargs.items() if v is not None}
+        self.image_kwargs = {k: _nhwc(v) for k, v in image_kwargs.items() if v is not None}
 
     def __call__(self, x, t, **kwargs):
-        return self.model(x, t, text_emb=self.text_emb, **self.image_kwargs, **kwargs)
+        return self.model(_nhwc(x), t, text_emb=self.text_emb, **self.image_kwargs, **kwargs)
 
 
 # glibc serves allocations above its largest mmap threshold (32 MiB on 64-bit) from fresh mmap'd
@@ -127,11 +145,11 @@ class ClassifierFreeGuidance:
     """
 
     def __init__(self, model, scale: float, text_emb: dict, forward_batch: Optional[int] = None, **image_kwargs):
-        self.model = model
+        self.model = channels_last_model(model)
         self.scale = float(scale)
         self.text_emb = text_emb
         self.forward_batch = forward_batch
-        self.image_kwargs = {k: _repeat_batch(v, 2) for k, v in image_kwargs.items() if v is not None}
+        self.image_kwargs = {k: _nhwc(_repeat_batch(v, 2)) for k, v in image_kwargs.items() if v is not None}
 
     def _network(self, x2, t2, **kwargs):
         rows = x2.shape[0]
@@ -147,7 +165,7 @@ class ClassifierFreeGuidance:
 
     def __call__(self, x, t, **kwargs):
         n, channels = x.shape[0], x.shape[1]
-        out = self._network(torch.cat([x, x]), torch.cat([t, t]), **kwargs)
+        out = self._network(_nhwc(torch.cat([x, x])), torch.cat([t, t]), **kwargs)
         cond_eps, uncond_eps = out[:n, :channels], out[n:, :channels]
         eps = torch.lerp(uncond_eps, cond_eps, self.scale)  # uncond + s * (cond - uncond)
         return torch.cat([eps, out[:n, channels:]], dim=1)

@@ -55,6 +55,9 @@ class TrainConfig(BaseModel):
                                                 "usable EMA")
     cfg_dropout: float = Field(0.2, ge=0, le=1,
                                description="fraction of captions replaced by the empty one (classifier-free guidance)")
+    p2_gamma: float = Field(0.0, ge=0, description="P2 loss weighting 1/(p2_k + SNR)^gamma of L_simple over timesteps "
+                                                   "(0: uniform, as GLIDE; 1: emphasise the noisy steps)")
+    p2_k: float = Field(1.0, gt=0, description="P2 weighting's k (see p2_gamma)")
     activation_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
     max_steps: Union[PositiveInt, dict[str, PositiveInt]] = Field(
         1000, description="train until this optimizer step; or a mapping from kind to it")

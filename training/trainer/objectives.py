@@ -1,7 +1,7 @@
 """What one training step computes for each model kind.
 
 Diffusion kinds (base, upsampler, inpaint variants): Improved DDPM's hybrid loss
-(`diffusion.training_losses`) at timesteps drawn uniformly, with the caption, the low-res image and
+(`diffusion.training_losses`) at timesteps drawn uniformly, L_simple optionally P2-weighted, with the caption, the low-res image and
 the inpainting inputs as model kwargs. clip: the noised CLIP's contrastive loss on x_t = q_sample(x0, t)
 with the same noise schedule as the base.
 
@@ -11,6 +11,7 @@ same timesteps and noise as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -46,9 +47,11 @@ def loss_quartiles(t: torch.Tensor, losses: torch.Tensor, num_timesteps: int) ->
     return out
 
 
-def diffusion_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator, device) -> dict:
+def diffusion_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator, device,
+                        p2_gamma: float = 0.0, p2_k: float = 1.0) -> dict:
     """Hybrid loss of one micro-batch. batch: "x0" [B,3,H,W] in [-1,1], "tokens" [B,L], "mask" [B,L]
-    (+ CONDITIONING_KEYS). Returns {"loss": scalar with grad, "t": [B], "losses": [B], "mse", "vb"}."""
+    (+ CONDITIONING_KEYS). p2_gamma > 0: L_simple weighted by diffusion.p2_weights.
+    Returns {"loss": scalar with grad, "t": [B], "losses": [B], "mse", "vb"}."""
     x0 = batch["x0"].to(device, torch.float32)
     b = x0.shape[0]
     t = sample_timesteps(b, diffusion.num_timesteps, generator).to(device)
@@ -57,7 +60,8 @@ def diffusion_step_loss(model_fn, diffusion, batch: dict, generator: torch.Gener
     for key in CONDITIONING_KEYS:
         if batch.get(key) is not None:
             kwargs[key] = batch[key].to(device, torch.float32)
-    terms = diffusion.training_losses(model_fn, x0, t, model_kwargs=kwargs, noise=noise)
+    weights = diffusion.p2_weights(t, p2_gamma, p2_k) if p2_gamma > 0 else None
+    terms = diffusion.training_losses(model_fn, x0, t, model_kwargs=kwargs, noise=noise, mse_weights=weights)
     losses = terms["loss"]
     return {"loss": losses.mean(), "t": t, "losses": losses.detach(),
             "mse": terms["mse"].detach().mean(), "vb": terms["vb"].detach().mean()}
@@ -81,5 +85,7 @@ def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator,
     return {"loss": loss, "t": t, "losses": per_example.detach()}
 
 
-def step_loss_fn(kind: str):
-    return clip_step_loss if kind == "clip" else diffusion_step_loss
+def step_loss_fn(kind: str, p2_gamma: float = 0.0, p2_k: float = 1.0):
+    if kind == "clip":
+        return clip_step_loss
+    return functools.partial(diffusion_step_loss, p2_gamma=p2_gamma, p2_k=p2_k)
