@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.caption_accuracy import score
 from pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,12 +76,18 @@ def train_and_sample(args, out: Path, dataset: Path) -> None:
         glide("train", kind, "--data", dataset, "--config", args.train_config, "-o", runs[kind], *steps)
     prompts = out / "prompts.txt"
     prompts.write_text("\n".join(DEMO_PROMPTS) + "\n")
-    samples = out / "samples"
+    samples, base_samples = out / "samples", out / "samples-base"
     print(f"\n== 5. sample with classifier-free guidance, then upsample -> {samples}", flush=True)
-    glide("sample", "--model", runs["base"], "--upsampler", runs["upsampler"], "--prompts", prompts,
-          "--per-prompt", "4", "--guidance", "3", "--steps", "100", "--seed", "0", "-o", samples)
+    sample_args = ["--prompts", prompts, "--per-prompt", "4", "--guidance", "3", "--steps", "100", "--seed", "0"]
+    glide("sample", "--model", runs["base"], "--upsampler", runs["upsampler"], *sample_args, "-o", samples)
+    # the same seed draws the same base images: the 16px samples the upsampler started from
+    glide("sample", "--model", runs["base"], *sample_args, "--no-progress", "-o", base_samples)
     print(f"\n   checkpoints: {runs['base'] / 'exports'}  {runs['upsampler'] / 'exports'}")
-    print(f"   sample grid: {samples / 'grid.png'}  (prompts: {prompts})")
+    print(f"   sample grid: {samples / 'grid.png'}  (prompts: {prompts}; 16px base: {base_samples / 'grid.png'})")
+    for name, folder in (("16px base", base_samples), ("64px upsampled", samples)):
+        s = score(folder)
+        print(f"   captioned colours ({name}): background {s['background_right']}/{s['images']}, "
+              f"shape {s['foreground_right']}/{s['images']}  (python -m pipeline.caption_accuracy {folder})")
     print(f"   training curves: tensorboard --logdir {out / 'runs'}")
 
 

@@ -25,6 +25,16 @@ def test_train_section_validates_and_flags_override(tmp_path, glide_cli, capsys)
     train.kind = "upsampler"
     assert train.for_kind().max_steps == 200
 
+    # P2 weighting per kind (the demo weights the base only); kinds left out train uniformly
+    cfg_file.write_text("train:\n  p2_gamma: {base: 1.5}\n")
+    train = load_config(cfg_file).train
+    assert train.for_kind().p2_gamma == 1.5
+    train.kind = "upsampler"
+    assert train.for_kind().p2_gamma == 0.0
+    cfg_file.write_text("train:\n  p2_gamma: {bsae: 1.0}\n")
+    with pytest.raises(UserError, match="p2_gamma: unknown kind 'bsae'"):
+        load_config(cfg_file)
+
     cfg_file.write_text("train:\n  learning_rate: 0.1\n")
     with pytest.raises(UserError, match="c.yaml: unknown config key 'train.learning_rate'"):
         load_config(cfg_file)

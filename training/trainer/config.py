@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
 
 # What `glide train KIND` trains; the model config's kind for each (ModelConfig spells "base-inpaint").
 TRAIN_KINDS = ("base", "upsampler", "inpaint", "upsampler-inpaint", "clip")
@@ -55,8 +55,9 @@ class TrainConfig(BaseModel):
                                                 "usable EMA")
     cfg_dropout: float = Field(0.2, ge=0, le=1,
                                description="fraction of captions replaced by the empty one (classifier-free guidance)")
-    p2_gamma: float = Field(0.0, ge=0, description="P2 loss weighting 1/(p2_k + SNR)^gamma of L_simple over timesteps "
-                                                   "(0: uniform, as GLIDE; 1: emphasise the noisy steps)")
+    p2_gamma: Union[NonNegativeFloat, dict[str, NonNegativeFloat]] = Field(
+        0.0, description="P2 loss weighting 1/(p2_k + SNR)^gamma of L_simple over timesteps (0: uniform, as GLIDE; "
+                         "1: emphasise the noisy steps); or a mapping from kind to it (missing kinds: 0)")
     p2_k: float = Field(1.0, gt=0, description="P2 weighting's k (see p2_gamma)")
     activation_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
     max_steps: Union[PositiveInt, dict[str, PositiveInt]] = Field(
@@ -73,7 +74,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        for key in ("model", "max_steps"):
+        for key in ("model", "max_steps", "p2_gamma"):
             value = getattr(self, key)
             unknown = sorted(set(value) - set(TRAIN_KINDS)) if isinstance(value, dict) else []
             if unknown:
@@ -81,14 +82,17 @@ class TrainConfig(BaseModel):
         return self
 
     def for_kind(self) -> "TrainConfig":
-        """This config with per-kind values resolved for `kind` (max_steps becomes one number)."""
-        if not isinstance(self.max_steps, dict):
-            return self
-        if self.kind not in self.max_steps:
-            from pipeline.errors import UserError
+        """This config with per-kind values resolved for `kind` (max_steps and p2_gamma become numbers)."""
+        update = {}
+        if isinstance(self.max_steps, dict):
+            if self.kind not in self.max_steps:
+                from pipeline.errors import UserError
 
-            raise UserError(f"train.max_steps: no value for kind {self.kind!r} (give --max-steps)")
-        return self.model_copy(update={"max_steps": self.max_steps[self.kind]})
+                raise UserError(f"train.max_steps: no value for kind {self.kind!r} (give --max-steps)")
+            update["max_steps"] = self.max_steps[self.kind]
+        if isinstance(self.p2_gamma, dict):
+            update["p2_gamma"] = self.p2_gamma.get(self.kind, 0.0)
+        return self.model_copy(update=update) if update else self
 
     def model_name(self) -> str:
         """The model config for this run's kind."""
