@@ -1,7 +1,7 @@
 """Does the demo's model draw what the caption says? Colour accuracy of `glide sample` output.
 
     python -m pipeline.caption_accuracy SAMPLES_DIR        # a `glide sample -o` folder
-    python -m pipeline.caption_accuracy --prompts-out FILE  # write the 11 x 11 probe prompts
+    python -m pipeline.caption_accuracy --prompts-out FILE  # write the 11 probe prompts (one per background colour)
 
 For every image in SAMPLES_DIR/settings.json it reads the colour names of the prompt ("a red circle
 on a blue background"), takes the image's background colour (median of the border ring) and

@@ -32,6 +32,18 @@ def run_glide(*argv, timeout=600, env=None, cwd=None):
     )
 
 
+def randomized(model, seed=0):
+    """`model` with every parameter drawn from N(0, 0.1^2), in place: trained-like weights (glide
+    zero-initialises the output convs, so a fresh model outputs exactly 0 and comparisons are empty)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
 @pytest.fixture
 def glide():
     return run_glide

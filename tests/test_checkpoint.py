@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import training
+from conftest import randomized
 from pipeline.errors import UserError
 from training.checkpoint import load_checkpoint, resolve_checkpoint_dir, save_checkpoint
 from training.factory import create_model
@@ -28,12 +29,7 @@ def tiny_config(**overrides) -> ModelConfig:
 
 def randomized_model(cfg, seed=0):
     """A model with every parameter random (the zero-initialised output convs too)."""
-    torch.manual_seed(seed)
-    model = create_model(cfg, device="cpu")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.1)
-    return model.eval()
+    return randomized(create_model(cfg, device="cpu"), seed).eval()
 
 
 def model_output(model, seed=1):

@@ -7,10 +7,6 @@ colour). The run takes ~5 minutes on 2 cores: the one long test, since it guards
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from conftest import REPO, run_glide
@@ -19,6 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_demo_config_trains_a_base_that_draws_the_captioned_colours(tmp_path):
+    from pipeline.caption_accuracy import probe_prompts, score
     from train_world import write_world_shards
 
     dataset = write_world_shards(tmp_path, count=2000, rows_per_shard=250, image_size=64)
@@ -26,15 +23,12 @@ def test_demo_config_trains_a_base_that_draws_the_captioned_colours(tmp_path):
     trained = run_glide("train", "base", "--data", dataset, "--config", REPO / "configs" / "train-demo.yaml",
                         "-o", run, timeout=1500)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    subprocess.run([sys.executable, "-m", "pipeline.caption_accuracy", "--prompts-out", str(prompts)],
-                   check=True, cwd=REPO)
+    prompts.write_text("\n".join(probe_prompts()) + "\n")
     sampled = run_glide("sample", "--model", run, "--prompts", prompts, "--per-prompt", 2, "--guidance", 3,
                         "--steps", 100, "--seed", 0, "--no-progress", "-o", samples, timeout=600)
     assert sampled.returncode == 0, sampled.stderr[-3000:]
-    scored = subprocess.run([sys.executable, "-m", "pipeline.caption_accuracy", str(samples), "--json"],
-                            check=True, cwd=REPO, capture_output=True, text=True)
-    score = json.loads(scored.stdout)
-    assert score["images"] == 22
+    result = score(samples)
+    assert result["images"] == 22
     # measured 22/22 backgrounds and 21/22 shape colours on the demo's own crawl; chance is 2 of 22
-    assert score["background_right"] >= 17, score
-    assert score["foreground_right"] >= 17, score
+    assert result["background_right"] >= 17, result
+    assert result["foreground_right"] >= 17, result

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from conftest import randomized
 from pipeline.errors import UserError
 from training.factory import create_model
 from training.inpaint_convert import to_inpaint
@@ -30,15 +31,6 @@ def n_params(model):
 def tiny(kind="base", **changes):
     cfg = load_model_config("tiny")
     return dataclasses.replace(cfg, kind=kind, inpaint=None, super_res=None, **changes)
-
-
-def randomize(model, seed=0):
-    """Trained-like weights: glide zero-inits output convs, which would make every output 0."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
 
 
 def text_inputs(cfg, batch=2, length=5, seed=1):
@@ -125,7 +117,7 @@ def test_upsampler_requires_low_res_and_base_rejects_it():
 @torch.no_grad()
 def test_text_emb_path_equals_tokens_path():
     cfg = tiny("upsampler")
-    model = randomize(create_model(cfg, "cpu")).eval()
+    model = randomized(create_model(cfg, "cpu")).eval()
     tokens, mask = text_inputs(cfg)
     x, t, kw = torch.randn(2, 3, 32, 32), torch.tensor([10, 700]), variant_kwargs(cfg)
     emb = model.encode_text(tokens, mask)
@@ -136,7 +128,7 @@ def test_text_emb_path_equals_tokens_path():
 @torch.no_grad()
 def test_masked_out_tokens_do_not_change_the_output_but_real_ones_do():
     cfg = tiny()
-    model = randomize(create_model(cfg, "cpu")).eval()
+    model = randomized(create_model(cfg, "cpu")).eval()
     tokens, mask = text_inputs(cfg, length=5)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 500])
     ref = model(x, t, tokens, mask)
@@ -152,7 +144,7 @@ def test_masked_out_tokens_do_not_change_the_output_but_real_ones_do():
 @torch.no_grad()
 def test_inpaint_conversion_zero_inits_new_channels_and_keeps_outputs(kind):
     cfg = tiny(kind)
-    model = randomize(create_model(cfg, "cpu")).eval()
+    model = randomized(create_model(cfg, "cpu")).eval()
     inpaint, icfg = to_inpaint(model, cfg)
     inpaint.eval()
     assert icfg.kind == f"{kind}-inpaint" and icfg.inpaint and inpaint.conv_in_channels == cfg.in_channels + 4
@@ -182,7 +174,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     x, t, kw = torch.randn(2, 3, 32, 32), torch.tensor([4, 321]), variant_kwargs(cfg)
     grads, block_runs = [], []
     for use_checkpoint in (False, True):
-        model = randomize(create_model(dataclasses.replace(cfg, use_checkpoint=use_checkpoint), "cpu"))
+        model = randomized(create_model(dataclasses.replace(cfg, use_checkpoint=use_checkpoint), "cpu"))
         runs = []
         model.middle_block.register_forward_pre_hook(lambda *_: runs.append(1))
         model.transformer.resblocks[0].register_forward_pre_hook(lambda *_: runs.append(1))
@@ -198,7 +190,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
 @torch.no_grad()
 def test_bf16_conversion_keeps_norms_in_float32_and_stays_close():
     cfg = tiny()
-    model = randomize(create_model(cfg, "cpu")).eval()
+    model = randomized(create_model(cfg, "cpu")).eval()
     tokens, mask = text_inputs(cfg)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
     ref = model(x, t, tokens, mask)
@@ -215,7 +207,7 @@ def test_bf16_conversion_keeps_norms_in_float32_and_stays_close():
 def test_whole_model_cast_to_bf16_runs_with_float32_inputs():
     """As DeepSpeed's bf16 mode leaves it: every parameter bf16, inputs as the data loader gives them."""
     cfg = tiny("upsampler")
-    model = randomize(create_model(cfg, "cpu")).eval()
+    model = randomized(create_model(cfg, "cpu")).eval()
     tokens, mask = text_inputs(cfg)
     x, t, kw = torch.randn(2, 3, 32, 32), torch.tensor([1, 2]), variant_kwargs(cfg)
     ref = model(x, t, tokens, mask, **kw)
@@ -308,7 +300,7 @@ def test_model_config_loads_from_checkpoint_folder_and_rejects_bad_json(tmp_path
 def test_cached_text_keys_values_give_the_same_output_for_all_variants():
     for kind in ("base", "upsampler-inpaint"):
         cfg = tiny(kind)
-        model = randomize(create_model(cfg, "cpu")).eval()
+        model = randomized(create_model(cfg, "cpu")).eval()
         tokens, mask = text_inputs(cfg)
         x, t, kw = torch.randn(2, 3, 32, 32), torch.tensor([10, 700]), variant_kwargs(cfg)
         emb = model.encode_text(tokens, mask)
@@ -325,7 +317,7 @@ def test_image_attention_runs_on_the_fused_sdpa_kernel():
     from training.nn.attention import AttentionBlock
 
     torch.manual_seed(0)
-    block = randomize(AttentionBlock(32, num_head_channels=16, encoder_channels=8)).eval()
+    block = randomized(AttentionBlock(32, num_head_channels=16, encoder_channels=8)).eval()
     x, text = torch.randn(2, 32, 8, 8), torch.randn(2, 8, 5)
     with torch.no_grad():
         ref = block(x, text)

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from conftest import randomized
 from training.diffusion import GaussianDiffusion, respaced_diffusion, space_timesteps
 from training.diffusion.schedules import get_named_beta_schedule
 from training.sampling.clip_guidance import gradient_cond_fn, similarity_cond_fn
@@ -273,7 +274,7 @@ def test_guidance_with_the_real_network_equals_two_separate_forwards_with_tokens
     from training.sampling.guidance import tokenize_prompts
 
     torch.manual_seed(0)
-    model = _randomized(create_model(load_model_config("tiny"), device="cpu").eval())
+    model = randomized(create_model(load_model_config("tiny"), device="cpu").eval())
     tok, prompts = CharTokenizer(), ["a red cube", "two blue balls"]
     nchw = copy.deepcopy(model)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([3, 900])
@@ -290,20 +291,11 @@ def test_guidance_with_the_real_network_equals_two_separate_forwards_with_tokens
     assert torch.allclose(guided[:, 3:], cond[:, 3:], atol=1e-5)
 
 
-def _randomized(model, seed=0):
-    """Trained-like weights: glide zero-inits the output convs, so a fresh model outputs exactly 0."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
-
-
 def test_encoding_runs_the_empty_caption_once_and_caches_the_attention_text_projections():
     from training.factory import create_model
     from training.model_config import load_model_config
 
-    model = _randomized(create_model(load_model_config("tiny"), device="cpu").eval())
+    model = randomized(create_model(load_model_config("tiny"), device="cpu").eval())
     tok, prompts = CharTokenizer(), ["a red cube", "two blue balls", "a cat"]
     both = encode_prompts(model, tok, prompts, with_empty=True)
     cond = encode_prompts(model, tok, prompts, with_empty=False)
@@ -325,7 +317,7 @@ def test_guided_sampling_with_the_real_network_equals_a_plain_per_step_loop():
     from training.sampling.guidance import tokenize_prompts
     from training.sampling.text2im import sample_text2im
 
-    model = _randomized(create_model(load_model_config("tiny"), device="cpu").eval(), seed=3)
+    model = randomized(create_model(load_model_config("tiny"), device="cpu").eval(), seed=3)
     tok, prompts, scale, d = CharTokenizer(), ["a red cube", "two blue balls"], 3.0, spaced("4")
     ours = sample_text2im(model, d, tok, prompts, guidance_scale=scale, generator=torch.Generator().manual_seed(7))
     cond_tokens = tokenize_prompts(tok, prompts, model.text_ctx)

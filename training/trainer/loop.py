@@ -54,7 +54,7 @@ class Trainer:
         self.diffusion = create_diffusion(model_cfg, timestep_respacing="")
         self.engine, self.scheduler = build_engine(model, cfg)
         self.ema = ParameterEMA(self.engine.module, cfg.ema_rate)
-        self.loss_fn = step_loss_fn(cfg.kind, cfg.for_kind().p2_gamma, cfg.p2_k)
+        self.loss_fn = step_loss_fn(cfg.kind, cfg.p2_gamma, cfg.p2_k)  # cfg resolved per kind (launcher)
         self.step = 0
         self.images_seen = 0
 
