@@ -19,15 +19,16 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
+        """Token ids of `text`, without framing or padding (padded_tokens_and_mask adds those)."""
 
     @abstractmethod
     def decode(self, ids) -> str:
-        raise NotImplementedError
+        """The text of token ids; padding and framing tokens are skipped."""
 
     @abstractmethod
     def padded_tokens_and_mask(self, tokens: list[int], text_ctx: int) -> tuple[list[int], list[bool]]:
-        raise NotImplementedError
+        """The model input for `tokens`: framed as this tokenizer requires, truncated and padded to
+        text_ctx; and the mask, True at real ids."""
 
     def joined_symbols(self, ids) -> str:
         """The vocabulary symbols of `ids` joined, special ids skipped; unknown ids are a ValueError."""
