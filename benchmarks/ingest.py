@@ -56,7 +56,7 @@ def run_glide(urls: Path, out: Path, config: Path, shard: int) -> float:
 
 
 def glide_pairs(out: Path) -> int:
-    from pipeline import shards as sh
+    import shards as sh
 
     return sh.read_manifest(str(out))["counts"]["kept"]
 

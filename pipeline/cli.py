@@ -11,7 +11,7 @@ import importlib
 import sys
 import traceback
 
-from pipeline.errors import StageFailed, UserError
+from shards import StageFailed, UserError
 
 # Order here is the order in `glide --help`.
 COMMAND_MODULES = [

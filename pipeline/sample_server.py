@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pipeline.errors import UserError
+from shards import UserError
 from pipeline.sample_world import derive_rng, encode, make_scene, read_world, render_scene
 
 NOT_AN_IMAGE = (b"<!doctype html><html><head><title>Image moved</title></head><body>"

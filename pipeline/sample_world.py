@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from pipeline.errors import UserError
+from shards import UserError
 
 WORLD_FORMAT = "glide-sample-world"
 WORLD_VERSION = 1

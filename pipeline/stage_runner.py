@@ -22,8 +22,8 @@ from typing import Any, Callable, Optional, TextIO
 
 import fsspec
 
-from pipeline import shards as sh
-from pipeline.errors import StageFailed
+import shards as sh
+from shards import StageFailed
 
 PROGRESS_DIR = "_progress"
 

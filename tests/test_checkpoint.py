@@ -11,7 +11,7 @@ import torch
 
 import training
 from conftest import randomized
-from pipeline.errors import UserError
+from shards import UserError
 from training.checkpoint import load_checkpoint, resolve_checkpoint_dir, save_checkpoint
 from training.factory import create_model
 from training.model_config import ModelConfig

@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from pipeline.config import PipelineConfig, load_config, override
-from pipeline.errors import UserError
+from shards import UserError
 
 
 def write(tmp_path, text, name="pipeline.yaml"):

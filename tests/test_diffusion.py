@@ -9,7 +9,7 @@ from training.diffusion import GaussianDiffusion, create_diffusion, respaced_dif
 from training.diffusion.losses import discretized_gaussian_log_likelihood, normal_kl
 from training.diffusion.schedules import cosine_alpha_bar, get_named_beta_schedule
 from training.model_config import ModelConfig
-from pipeline.errors import UserError
+from shards import UserError
 
 F64 = torch.float64
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import training
-from pipeline.errors import UserError
+from shards import UserError
 from reference_glide import (glide_param_shapes, random_released_state_dict, reference_forward,
                              write_tiny_gpt2_vocab)
 

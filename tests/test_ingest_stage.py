@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pipeline import shards as sh
+import shards as sh
 from pipeline.config import IngestConfig, SampleWorldConfig
 from pipeline.ingest import url_lists
 from tests.conftest import REPO, run_glide

@@ -1,7 +1,7 @@
 """Stage runner resume rules (no Ray needed): what counts as done, what is stale, the summary."""
 import pyarrow as pa
 
-from pipeline import shards as sh
+import shards as sh
 from pipeline import stage_runner as sr
 
 

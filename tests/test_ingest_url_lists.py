@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import shards as sh
-from pipeline.errors import UserError
+import shards as sh
+from shards import UserError
 from pipeline.ingest import url_lists
 
 ROWS = [{"u": f"http://example.com/{i}.jpg", "text": f"caption, \"{i}\"", "extra": i} for i in range(7)]

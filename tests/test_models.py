@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import randomized
-from pipeline.errors import UserError
+from shards import UserError
 from training.factory import create_model
 from training.inpaint_convert import to_inpaint
 from training.model_config import ModelConfig, load_model_config

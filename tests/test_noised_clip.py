@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.import_clip import convert_clip_checkpoint, merge_clip_halves, missing_clip_half
 from training.model_config import load_model_config
 from training.nn.noised_clip import (NoisedClipConfig, clip_tokens_and_mask, create_noised_clip,

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config import SampleWorldConfig
-from pipeline.errors import UserError
+from shards import UserError
 from pipeline.sample_server import SampleWorldServer
 from pipeline.sample_world import (BAD_ROW_KINDS, CATEGORIES, CATEGORY_PHRASES, PALETTE, REDIRECT_EVERY,
                                    generate_world, write_url_list)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from pipeline.errors import UserError
+from shards import UserError
 from reference_glide import write_tiny_gpt2_vocab
 from training.tokenizers import build_tokenizer, vocabulary_files
 from training.tokenizers.gpt2_bpe import GPT2Tokenizer

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.config import SampleWorldConfig
 from pipeline.sample_world import generate_world
-from pipeline.shards import PAIRS_SCHEMA, compute_uid, join, shard_name, write_table
+from shards import PAIRS_SCHEMA, compute_uid, join, shard_name, write_table
 from training.data import (
     DataPosition, TrainTask, build_train_dataset, caption_dropped, epoch_order, iter_train_batches,
     random_keep_mask,
@@ -201,6 +201,6 @@ def test_two_consumers_get_disjoint_complete_splits(ray_local, dataset_dir, toke
 
 
 def _shard_rows(dataset_dir):
-    from pipeline.shards import list_shards, read_table
+    from shards import list_shards, read_table
 
     return [r for p in list_shards(dataset_dir) for r in read_table(p, ["uid"]).to_pylist()]

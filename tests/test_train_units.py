@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipeline.errors import UserError
+from shards import UserError
 
 
 def test_train_section_validates_and_flags_override(tmp_path, glide_cli, capsys):

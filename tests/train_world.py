@@ -1,6 +1,6 @@
 """Helpers for the trainer tests: sample-world shards and tiny model configs (no tests here).
 
-The shards are written straight from the sample world's images with pipeline.shards (the ingest
+The shards are written straight from the sample world's images with the `shards` package (the ingest
 stage writes the same schema after crawling them over HTTP).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ def write_world_shards(root: Path, *, count: int = 64, rows_per_shard: int = 16,
     repeat_first: every row is the first image and caption (under distinct uids): a data set whose
     batches are all alike, whatever order the Ray Data split hands rows to the workers in.
     """
-    from pipeline import shards
+    import shards
     from pipeline.config import SampleWorldConfig
     from pipeline.sample_world import generate_world
     import pyarrow.parquet as pq

@@ -59,7 +59,7 @@ def load(path: str | os.PathLike, *, device=None, use_ema: bool = True, timestep
 
     device: default CUDA if present, else CPU. use_ema: prefer ema.safetensors when the checkpoint
     has it. timestep_respacing: e.g. "100" or "ddim50" for `.diffusion` (default: the config's).
-    Bad or incomplete checkpoints raise pipeline.errors.UserError naming the file.
+    Bad or incomplete checkpoints raise shards.UserError naming the file.
     """
     from training.checkpoint import load_checkpoint
 

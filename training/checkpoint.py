@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipeline.errors import UserError
+from shards import UserError
 
 FORMAT = "glide-checkpoint"
 VERSION = 1

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.nn.clip_encoders import ImageEncoder, TextEncoder
 from training.nn.noised_clip import NoisedClipConfig, noised_clip_config
 

@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.errors import UserError
+from shards import UserError
 
 # glide-text2im checkpoint kind -> the released config in configs/models/
 GLIDE_KINDS = {

@@ -15,7 +15,7 @@ from typing import Mapping
 
 import torch
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.model_config import ModelConfig
 
 FIRST_CONV = "input_blocks.0.0.weight"

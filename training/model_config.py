@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+from shards import UserError
 
 KINDS = ("base", "upsampler", "base-inpaint", "upsampler-inpaint", "clip")
 TOKENIZERS = ("gpt2", "clip")

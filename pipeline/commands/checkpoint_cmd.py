@@ -56,7 +56,7 @@ def run_import(args) -> int:
 
 
 def run_info(args) -> int:
-    from pipeline.errors import UserError
+    from shards import UserError
     from training.checkpoint import checkpoint_info
 
     info = checkpoint_info(args.path, verify=not args.no_verify)

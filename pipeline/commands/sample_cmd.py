@@ -88,7 +88,7 @@ class _Run:
     """What every command needs: device, seeded generator, base model (+ optional upsampler)."""
 
     def __init__(self, args, *, allowed_kinds: tuple[str, ...]):
-        from pipeline.errors import UserError
+        from shards import UserError
         from training.checkpoint import resolve_checkpoint_dir
 
         if args.batch_size < 1:
@@ -174,7 +174,7 @@ def _pick_device(name):
     """--device, or CUDA when present, else CPU; an unusable --device is a UserError."""
     import torch
 
-    from pipeline.errors import UserError
+    from shards import UserError
 
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -196,7 +196,7 @@ def _half_precision_on_gpu(loaded) -> None:
 
 
 def _read_prompts(args) -> list[str]:
-    from pipeline.errors import UserError
+    from shards import UserError
 
     if args.prompt is not None:
         if not args.prompt.strip():
@@ -214,7 +214,7 @@ def _read_prompts(args) -> list[str]:
 
 # ---- commands ------------------------------------------------------------------------------------
 def run_sample(args) -> int:
-    from pipeline.errors import UserError
+    from shards import UserError
 
     prompts = _read_prompts(args)
     per_prompt = args.per_prompt or (args.batch_size if args.prompt is not None else 1)
@@ -266,7 +266,7 @@ def run_inpaint(args) -> int:
     finetuned = run.base.config.kind == "base-inpaint"
     mode = args.mode or ("finetuned" if finetuned else "replace")
     if mode == "finetuned" and not finetuned:
-        from pipeline.errors import UserError
+        from shards import UserError
 
         raise UserError(f"{args.model}: --mode finetuned needs an inpainting checkpoint (kind 'base-inpaint')")
     image_kwargs = inpaint_model_kwargs(image, keep) if finetuned else {}
@@ -284,7 +284,7 @@ def run_inpaint(args) -> int:
 
 
 def run_sdedit(args) -> int:
-    from pipeline.errors import UserError
+    from shards import UserError
 
     run = _Run(args, allowed_kinds=("base",))
     from training.sampling.editing import sdedit, sdedit_start_step

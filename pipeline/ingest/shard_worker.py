@@ -14,7 +14,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from pipeline import shards as sh
+import shards as sh
 from pipeline.ingest import safety
 from pipeline.ingest.fetch import Fetcher
 from pipeline.ingest.images import ImageProcessor

@@ -7,9 +7,9 @@ import sys
 import time
 from typing import TextIO
 
-from pipeline import shards as sh
+import shards as sh
 from pipeline.config import IngestConfig, RayConfig
-from pipeline.errors import UserError
+from shards import UserError
 from pipeline.ingest import url_lists
 from pipeline.stage_runner import ShardTask, run_stage
 

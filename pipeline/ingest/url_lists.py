@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import shards as sh
-from pipeline.errors import UserError
+import shards as sh
+from shards import UserError
 
 INPUTS_DIR = "_inputs"
 INPUTS_RECORD = "inputs.json"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.data.decode import DecodeBatch
 from training.data.position import DataPosition, normalise, remaining_plan
 from training.data.task import TrainTask
@@ -33,7 +33,7 @@ COLUMNS = ["uid", "caption", "image"]
 
 def list_train_shards(data_dir: str) -> list[str]:
     """The dataset's shard paths (manifest order); UserError naming `data_dir` if there are none."""
-    from pipeline.shards import list_shards
+    from shards import list_shards
 
     paths = list_shards(str(data_dir))
     if not paths:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pipeline.errors import UserError
+from shards import UserError
 
 KINDS = ("base", "upsampler", "inpaint", "upsampler-inpaint", "clip")
 # ModelConfig spells the base inpainting kind "base-inpaint"; both mean the same data.

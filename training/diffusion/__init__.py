@@ -18,9 +18,9 @@ def create_diffusion(cfg, timestep_respacing: str | None = None) -> GaussianDiff
 
     timestep_respacing: None uses cfg.timestep_respacing; "" keeps every step; else a spec for
     `space_timesteps` ("100", "fast27", "ddim25", "10,10,3,2,2").
-    Raises pipeline.errors.UserError for an unknown schedule or a bad spec.
+    Raises shards.UserError for an unknown schedule or a bad spec.
     """
-    from pipeline.errors import UserError
+    from shards import UserError
 
     spec = cfg.timestep_respacing if timestep_respacing is None else timestep_respacing
     try:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.nn.clip_encoders import ImageEncoder, TextEncoder
 
 # The CLIP's sizes that ModelConfig already has as top-level fields: ours -> ModelConfig's.

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import UserError
+from shards import UserError
 
 
 def _open(path) -> Image.Image:

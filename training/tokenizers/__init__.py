@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.tokenizers.base import Tokenizer
 
 TOKENIZER_DIR = "tokenizer"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import regex
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.tokenizers.base import Tokenizer
 from training.tokenizers.byte_bpe import BPEMerger, byte_to_symbol, bytes_to_symbols, parse_merges, symbols_to_bytes
 

@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.checkpoint import sha256_file
 
 DS_TAG = "ds"

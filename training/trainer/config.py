@@ -86,7 +86,7 @@ class TrainConfig(BaseModel):
         update = {}
         if isinstance(self.max_steps, dict):
             if self.kind not in self.max_steps:
-                from pipeline.errors import UserError
+                from shards import UserError
 
                 raise UserError(f"train.max_steps: no value for kind {self.kind!r} (give --max-steps)")
             update["max_steps"] = self.max_steps[self.kind]

@@ -51,7 +51,7 @@ class ParameterEMA:
         return {n: t.detach().cpu() for n, t in self.shadow.items()}
 
     def load_local_state_dict(self, state: dict[str, torch.Tensor], source: str) -> None:
-        from pipeline.errors import UserError
+        from shards import UserError
 
         missing = sorted(set(self.shadow) - set(state))
         if missing:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.trainer.config import TrainConfig
 
 

@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.trainer.config import TrainConfig
 
 
@@ -64,7 +64,7 @@ def dataset_rows(data_dir: str) -> int:
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    from pipeline import shards
+    import shards
 
     manifest = shards.read_manifest(data_dir, missing_ok=True)
     if manifest and all("rows" in s for s in manifest.get("shards", [])) and manifest.get("shards"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import UserError
+from shards import UserError
 from training.trainer.config import TrainConfig
 
 _INPAINT_SOURCE = {"base-inpaint": "base", "upsampler-inpaint": "upsampler"}

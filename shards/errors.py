@@ -1,7 +1,7 @@
-"""The one exception type that means "the user's input is wrong".
+"""The error types every package raises for the CLI to report.
 
-Leaf module (stdlib only) so the libraries can raise it without importing the
-rest of `pipeline`. The CLI prints it as one line and exits with code 2.
+`UserError` means "the user's input is wrong": the CLI prints it as one line and exits 2.
+`StageFailed` means a stage ran but some of its work still failed after retries: exit 1.
 """
 
 
