@@ -69,7 +69,12 @@ class IngestConfig(Section):
     shard_size: int = Field(10000, ge=1, description="pairs per shard")
     threads: int = Field(32, ge=1, description="download threads inside each Ray task")
     timeout: float = Field(10.0, gt=0, description="total seconds allowed per request")
-    retries: int = Field(0, ge=0, description="download retries per URL")
+    retries: int = Field(
+        2, ge=0, description="retries per URL of transient failures (timeout, 5xx, 429, connection reset)"
+    )
+    retry_backoff: float = Field(
+        1.0, ge=0, le=60, description="seconds before the first retry; doubles each retry, with jitter"
+    )
     shard_retries: int = Field(3, ge=0, description="retries of a failed shard task before the stage gives up")
     max_image_bytes: int = Field(20_000_000, ge=1, description="largest download accepted (bytes)")
     max_pixels: int = Field(89_478_485, ge=1, description="decompression-bomb limit (pixels of the source image)")

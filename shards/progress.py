@@ -29,15 +29,17 @@ class Progress:
     """Counts work done; `update(n)` adds, `set(done)` sets, `note(**fields)` adds text to the line.
 
     Use as a context manager, or call `close()`: it prints the final line (always, also in
-    plain mode) with the elapsed time and the mean rate.
+    plain mode) with the elapsed time and the mean rate. `initial`: work done before this
+    process started (a resumed run), counted in done/total but not in the rate.
     """
 
     def __init__(self, desc: str, total: Optional[int] = None, *, unit: str = "rows",
-                 stream: Optional[TextIO] = None, interval: float = 10.0, tty: Optional[bool] = None):
+                 stream: Optional[TextIO] = None, interval: float = 10.0, tty: Optional[bool] = None,
+                 initial: int = 0):
         self.desc, self.total, self.unit = desc, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
-        self.done = 0
+        self.initial = self.done = initial
         self.fields: dict[str, object] = {}
         self.start = time.monotonic()
         self._last_line = self.start
@@ -47,7 +49,7 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, desc=desc, unit=f" {unit}", file=self.stream, dynamic_ncols=True,
-                             mininterval=0.5, smoothing=0.1)
+                             mininterval=0.5, smoothing=0.1, initial=initial)
 
     # -- counting
     def update(self, n: int = 1) -> None:
@@ -73,7 +75,7 @@ class Progress:
 
     # -- text
     def rate(self, now: Optional[float] = None) -> float:
-        return self.done / max((now or time.monotonic()) - self.start, 1e-9)
+        return (self.done - self.initial) / max((now or time.monotonic()) - self.start, 1e-9)
 
     def line(self, now: Optional[float] = None, final: bool = False) -> str:
         now = now or time.monotonic()

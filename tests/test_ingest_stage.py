@@ -64,23 +64,26 @@ def clean_run(world):
 
 def test_shard_worker_accounts_for_every_row_with_the_right_reason(world, tmp_path):
     from pipeline.ingest.shard_worker import ingest_shard
+    from pipeline.stages import ShardJob
+
+    def job(name):
+        return ShardJob(name=name, args=(sh.join(ds, "_inputs", "part-00000.arrow"),),
+                        pairs_path=sh.join(ds, "shards", name), rejects_path=sh.join(ds, "rejects", name))
 
     ds = str(tmp_path / "ds")
     record = url_lists.shard_url_lists([str(world["urls"])], ds, url_col="url", caption_col="caption",
                                        shard_size=1000)
     cfg = IngestConfig(allow_private_networks=True, timeout=2.5, threads=8, image_size=32).model_dump(mode="json")
-    result = ingest_shard(sh.join(ds, "_inputs", "part-00000.arrow"), sh.join(ds, "shards", "p.arrow"),
-                          sh.join(ds, "rejects", "p.arrow"), cfg)
-    assert result["input"] == record["rows"] == 67
-    assert result["input"] == result["kept"] + sum(result["rejected"].values())
+    result = ingest_shard(job("p.arrow"), cfg)
+    assert result.input == record["rows"] == 67
+    assert result.input == result.kept + sum(result.rejected.values())
     rejects = sh.read_table(sh.join(ds, "rejects", "p.arrow")).to_pylist()
     assert {r["url"]: r["reason"] for r in rejects} == expected_reasons(world["base_url"])
 
     # Safe by default: the same list without allowing private networks fetches nothing.
     cfg["allow_private_networks"] = False
-    result = ingest_shard(sh.join(ds, "_inputs", "part-00000.arrow"), sh.join(ds, "shards", "q.arrow"),
-                          sh.join(ds, "rejects", "q.arrow"), cfg)
-    assert result["kept"] == 0 and result["rejected"] == {"blocked_host": 67}
+    result = ingest_shard(job("q.arrow"), cfg)
+    assert result.kept == 0 and result.rejected == {"blocked_host": 67}
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """The ingest stage: URL lists -> Arrow pair shards, crawled with img2dataset's pieces on Ray.
 
 url_lists (stream lists into input shards) -> shard_worker (per shard: fetch + images)
--> stage (fan-out through pipeline.stage_runner, manifest last). safety holds the crawl rules.
+-> stage (fan-out through pipeline.stages, manifest last). safety holds the crawl rules.
 """
 import os
 

@@ -5,7 +5,9 @@ opener it goes through. Failures come back as reject reason codes (see `Reason`)
 """
 from __future__ import annotations
 
+import random
 import re
+import time
 from enum import Enum
 from typing import Optional
 
@@ -17,6 +19,7 @@ class Reason(str, Enum):
 
     http_404 = "http_404"
     http_4xx = "http_4xx"
+    http_429 = "http_429"
     http_5xx = "http_5xx"
     http_other = "http_other"
     timeout = "timeout"
@@ -31,6 +34,16 @@ class Reason(str, Enum):
     connection_error = "connection_error"
     tls_error = "tls_error"
     download_error = "download_error"
+
+
+# Failures that another try may not repeat (load on the server, a dropped connection, rate
+# limits): retried with backoff during the crawl, and re-crawled later by `--retry-transient`.
+TRANSIENT_REASONS = frozenset({Reason.timeout, Reason.http_5xx, Reason.http_429, Reason.connection_error})
+
+
+def backoff_seconds(attempt: int, base: float, cap: float = 30.0, rng: random.Random = random) -> float:
+    """Full-jitter exponential backoff: uniform in [0.5, 1.5) x base x 2^attempt, at most `cap`."""
+    return min(cap, base * (2 ** attempt)) * (0.5 + rng.random())
 
 
 _HTTP_ERROR = re.compile(r"HTTP Error (\d{3})")
@@ -49,6 +62,8 @@ def classify_download_error(message: str, refusal: Optional[safety.FetchRefused]
         code = int(m.group(1))
         if code == 404:
             return Reason.http_404
+        if code == 429:
+            return Reason.http_429
         if 400 <= code < 500:
             return Reason.http_4xx
         if 500 <= code < 600:
@@ -69,14 +84,17 @@ def classify_download_error(message: str, refusal: Optional[safety.FetchRefused]
 class Fetcher:
     """Callable: (index, url) -> (index, bytes | None, reason | None, detail | None).
 
-    Thread-safe; each call gets its own total deadline of `timeout` seconds per attempt.
+    Thread-safe; each call gets its own total deadline of `timeout` seconds per attempt. A
+    transient failure (TRANSIENT_REASONS) is tried again up to `retries` times, after a jittered
+    exponential backoff starting at `retry_backoff` seconds; any other failure is final at once.
     """
 
     def __init__(self, *, timeout: float, retries: int, user_agent_token: Optional[str],
-                 disallowed_header_directives: list[str]):
+                 disallowed_header_directives: list[str], retry_backoff: float = 1.0):
         self._download = import_img2dataset("downloader").download_image
         self.timeout = timeout
         self.retries = retries
+        self.retry_backoff = retry_backoff
         # Normalised as img2dataset's Downloader does before it calls download_image.
         self.user_agent_token = user_agent_token.strip().lower() if user_agent_token else None
         self.directives = {d.strip().lower() for d in disallowed_header_directives} or None
@@ -87,7 +105,9 @@ class Fetcher:
         if problem:
             return index, None, Reason(problem[0]), problem[1]
         reason, detail = Reason.download_error, ""
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(backoff_seconds(attempt - 1, self.retry_backoff))
             safety.start_request(self.timeout)
             _, stream, error = self._download((index, url.strip()), self.timeout, self.user_agent_token,
                                               self.directives)
@@ -95,6 +115,6 @@ class Fetcher:
                 return index, stream.getvalue(), None, None
             refusal = safety.last_refusal()
             reason, detail = classify_download_error(error or "", refusal), error or ""
-            if reason not in (Reason.timeout, Reason.http_5xx, Reason.connection_error, Reason.download_error):
+            if reason not in TRANSIENT_REASONS:
                 break  # retrying cannot change the answer
         return index, None, reason, detail[:500]

@@ -10,14 +10,13 @@ import hashlib
 import posixpath
 from multiprocessing.pool import ThreadPool
 from threading import Semaphore
-from typing import Callable
-
 import pyarrow as pa
 
 import shards as sh
 from pipeline.ingest import safety
 from pipeline.ingest.fetch import Fetcher
 from pipeline.ingest.images import ImageProcessor
+from pipeline.stages import FileInfo, Report, ShardJob, ShardResult
 
 STAGE = "ingest"
 _FLUSH_ROWS = 256  # rows per record batch: bounds the images held in memory
@@ -55,13 +54,10 @@ class _Buffers:
             self.rejects = []
 
 
-def ingest_shard(input_path: str, pairs_path: str, rejects_path: str, cfg: dict,
-                 report: Callable[[int], None] = lambda n: None) -> dict:
-    """Crawl the rows of one input shard. `cfg` is the resolved IngestConfig as a dict.
-
-    Returns {"input", "kept", "rejected": {reason: n}, "shard": info, "rejects": info}
-    where info is {"name", "rows", "bytes", "sha256"} of the file written.
-    """
+def ingest_shard(job: ShardJob, cfg: dict, report: Report = lambda n: None) -> ShardResult:
+    """Crawl the rows of the input shard `job.args[0]`. `cfg` is the resolved IngestConfig as a dict."""
+    (input_path,) = job.args
+    pairs_path, rejects_path = job.pairs_path, job.rejects_path
     table = sh.read_table(input_path)
     urls = table.column("url").to_pylist()
     captions = table.column("caption").to_pylist()
@@ -69,7 +65,8 @@ def ingest_shard(input_path: str, pairs_path: str, rejects_path: str, cfg: dict,
     uids = [sh.compute_uid(u or "", c) for u, c in zip(urls, captions)]
     del table
 
-    fetcher = Fetcher(timeout=cfg["timeout"], retries=cfg["retries"], user_agent_token=cfg["user_agent_token"],
+    fetcher = Fetcher(timeout=cfg["timeout"], retries=cfg["retries"], retry_backoff=cfg["retry_backoff"],
+                      user_agent_token=cfg["user_agent_token"],
                       disallowed_header_directives=cfg["disallowed_header_directives"])
     process = ImageProcessor(image_size=cfg["image_size"], resize_mode=cfg["resize_mode"],
                              resize_only_if_bigger=cfg["resize_only_if_bigger"],
@@ -111,13 +108,9 @@ def ingest_shard(input_path: str, pairs_path: str, rejects_path: str, cfg: dict,
         pairs.abort()
         rejects.abort()
         raise
-    return {
-        "input": len(urls),
-        "kept": out.kept,
-        "rejected": out.rejected,
-        "shard": {"name": posixpath.basename(pairs_path), **shard_info},
-        "rejects": {"name": posixpath.basename(rejects_path), **rejects_info},
-    }
+    return ShardResult(input=len(urls), kept=out.kept, rejected=out.rejected,
+                       shard=FileInfo(name=posixpath.basename(pairs_path), **shard_info),
+                       rejects=FileInfo(name=posixpath.basename(rejects_path), **rejects_info))
 
 
 def _handle(out: _Buffers, process: ImageProcessor, i: int, data, reason, detail, uids, urls, captions,
