@@ -63,12 +63,12 @@ def _transient_rejects(dataset: str, manifest: dict) -> tuple[pa.Table, dict[str
 def _sources(dataset: str, wanted: set[str]) -> dict[str, list[str]]:
     """uid -> the `source` of each input row with that uid (a list: a pair may be listed twice)."""
     found: dict[str, list[str]] = defaultdict(list)
-    for path in sh.list_shards(dataset, url_lists.INPUTS_DIR):
-        for batch in sh.iter_shard_batches(path, ["url", "caption", "source"]):
-            for url, caption, source in zip(*(batch.column(i).to_pylist() for i in range(3))):
-                uid = sh.compute_uid(url or "", caption)
-                if uid in wanted:
-                    found[uid].append(source)
+    # the crawl's own input shards (part-*), not an earlier round's retry inputs
+    for batch in sh.iter_record_batches(dataset, ["url", "caption", "source"], kind=url_lists.INPUTS_DIR):
+        for url, caption, source in zip(*(batch.column(i).to_pylist() for i in range(3))):
+            uid = sh.compute_uid(url or "", caption)
+            if uid in wanted:
+                found[uid].append(source)
     return found
 
 
