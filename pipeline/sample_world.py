@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from shards import UserError
+from shards import UserError, atomic_open, write_json_atomic
 
 WORLD_FORMAT = "glide-sample-world"
 WORLD_VERSION = 1
@@ -410,15 +410,14 @@ def generate_world(cfg, out_dir: str | os.PathLike, *, progress: bool = False) -
     if bar is not None:
         bar.close()
     table = pa.Table.from_pylist(rows, schema=TRUTH_SCHEMA)
-    tmp = root / "truth.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(root / "truth.parquet")
+    with atomic_open(str(root / "truth.parquet")) as f:
+        pq.write_table(table, f)
     _write_index_html(root, rows)
     categories = {c: len(chosen[c]) for c in CATEGORIES}
     formats = {f: sum(r["format"] == f for r in rows) for f in ("jpeg", "png")}
     meta = {"format": WORLD_FORMAT, "version": WORLD_VERSION, "config": wc, "images": len(rows),
             "categories": categories, "formats": formats}
-    (root / "world.json").write_text(json.dumps(meta, indent=2) + "\n")  # last: marks a finished world
+    write_json_atomic(str(root / "world.json"), meta)  # last: marks a finished world
     return WorldInfo(root, len(rows), wc, categories, formats, time.perf_counter() - t0)
 
 
@@ -487,7 +486,6 @@ def write_url_list(world_dir: str | os.PathLike, base_url: str, path: str | os.P
     rows = [next(bad_it) if pos in at else next(good_it) for pos in range(total)]
     out = Path(path) if path is not None else root / "urls.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=URLS_SCHEMA), tmp)
-    tmp.replace(out)
+    with atomic_open(str(out)) as f:
+        pq.write_table(pa.Table.from_pylist(rows, schema=URLS_SCHEMA), f)
     return out
