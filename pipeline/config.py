@@ -41,6 +41,12 @@ class SampleWorldConfig(Section):
     caption_mentions_fraction: float = Field(
         0.5, ge=0, le=1, description="chance that a caption mentions a category glyph present in its image"
     )
+    false_mention_fraction: float = Field(
+        0.02, ge=0, le=1, description="chance that a caption mentions a category whose glyph is not there"
+    )
+    distractor_fraction: float = Field(
+        0.15, ge=0, le=1, description="fraction of images with near-miss look-alikes (fork, pen, snowman, plus sign...)"
+    )
     png_fraction: float = Field(0.1, ge=0, le=1, description="fraction of images stored as PNG instead of JPEG")
     bad_rows: bool = Field(True, description="add 404s, a non-image, a truncated JPEG, an oversized image, a slow URL")
     host: str = Field("127.0.0.1", description="address the sample-world server binds to")

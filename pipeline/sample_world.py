@@ -4,13 +4,18 @@ Each image is a scene of coloured shapes on a flat coloured background, captione
 from the scene ("a small red circle above a large blue square on a green
 background"). Some images also carry stand-ins for the three filtered categories:
 a stick figure (people), a blade glyph (violence) and a designated marker glyph,
-a ring around three dots (hate symbols). The caption mentions a glyph only
-sometimes; the ground truth lives in `truth.parquet`:
+a ring around three dots (hate symbols). They are drawn so that a filter has to
+learn them: at several sizes (sometimes small), in several ink colours, anywhere
+in the image among the shapes, sometimes partly covered by a shape; and other
+images carry near misses that look alike (a snowman or a lamp post near the stick
+figure, a fork or a pen near the blade, a plus sign, a cross or a plain ring near
+the marker). The caption mentions a stand-in only sometimes, and now and then
+mentions one that is not there. The ground truth lives in `truth.parquet`:
 
     image_id   "000042"                  path      "images/000042.jpg" (relative)
     caption    the text a crawler sees   scene     JSON, see `make_scene`
     people, violence, hate   bool        mentioned list of categories the caption names
-    format, width, height, n_shapes
+    distractors  list of near-miss glyphs drawn   format, width, height, n_shapes
 
 Layout of a world directory:
 
@@ -43,7 +48,7 @@ from PIL import Image, ImageDraw
 from shards import UserError, atomic_open, write_json_atomic
 
 WORLD_FORMAT = "glide-sample-world"
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 # Named colours, far apart in RGB so names are unambiguous to a viewer and a model.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -64,14 +69,20 @@ SIZES = ("small", "large")
 RELATIONS = ("to the left of", "to the right of", "above", "below")
 CATEGORIES = ("people", "violence", "hate")
 GLYPHS = {"people": "stick_figure", "violence": "blade", "hate": "marker"}
+# Near misses: look-alikes of each category's stand-in that are not it (negatives a filter must pass).
+DISTRACTORS = {"people": ("snowman", "lamp_post"), "violence": ("fork", "pen"),
+               "hate": ("plus_sign", "cross", "ring")}
 CATEGORY_PHRASES = {"people": "a person", "violence": "a knife", "hate": "a strange symbol"}
 
 # Config keys that define the world (the rest, e.g. host/port, only affect serving).
 WORLD_KEYS = ("count", "seed", "image_size", "max_shapes", "people_fraction", "violence_fraction",
-              "hate_fraction", "caption_mentions_fraction", "png_fraction")
+              "hate_fraction", "caption_mentions_fraction", "false_mention_fraction", "distractor_fraction",
+              "png_fraction")
 
 SUPERSAMPLE = 4
-GLYPH_STRIP = 0.34  # share of the side given to category glyphs when an image has any
+GLYPH_RADIUS = (0.085, 0.16)   # half-extent of a stand-in, in image units ...
+SMALL_GLYPH_RADIUS = (0.06, 0.085)  # ... and of the one in four drawn small
+OCCLUDED_FRACTION = 0.25       # stand-ins partly covered by a shape
 _IMAGE_NAME = re.compile(r"^\d{6,}\.(jpg|png)$")
 
 
@@ -117,46 +128,98 @@ def _ink(background: str) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 110 else "white"
 
 
-def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = ()) -> dict:
+def _contrasting_ink(rng: random.Random, background: str) -> str:
+    """A palette colour that stands out on `background` (luminance apart), never the background."""
+    def lum(c: str) -> float:
+        r, g, b = PALETTE[c]
+        return 0.299 * r + 0.587 * g + 0.114 * b
+
+    choices = [c for c in PALETTE if c != background and abs(lum(c) - lum(background)) > 70]
+    return rng.choice(choices or [_ink(background)])
+
+
+def _place(rng: random.Random, r: float, shapes: list[dict], taken: list[dict]) -> tuple[float, float] | None:
+    """A centre for an item of half-extent r: inside the image, off every shape's centre (so the
+    shape keeps its captioned colour there) and clear of the items already placed."""
+    for _ in range(80):
+        x, y = rng.uniform(r + 0.02, 0.98 - r), rng.uniform(r + 0.02, 0.98 - r)
+        if all(math.hypot(x - s["position"][0], y - s["position"][1]) > 1.1 * r + 0.03 for s in shapes) and \
+                all(math.hypot(x - t["position"][0], y - t["position"][1]) > r + t["radius"] for t in taken):
+            return x, y
+    return None
+
+
+def _beside_shape(rng: random.Random, r: float, shapes: list[dict], taken: list[dict]):
+    """A centre where a shape covers part of the item: at the shape's rim, off its centre."""
+    for _ in range(40):
+        s = rng.choice(shapes)
+        a = rng.uniform(0, 2 * math.pi)
+        d = s["radius"] + 0.45 * r
+        x, y = s["position"][0] + d * math.cos(a), s["position"][1] + d * math.sin(a)
+        inside = r * 0.6 <= x <= 1 - r * 0.6 and r * 0.6 <= y <= 1 - r * 0.6
+        if inside and d > 1.1 * r and all(math.hypot(x - t["position"][0], y - t["position"][1]) > r + t["radius"]
+                                          for t in taken):
+            return x, y
+    return None
+
+
+def _glyph(rng: random.Random, name: str, category: str | None, background: str, shapes: list[dict],
+           taken: list[dict]) -> dict | None:
+    lo, hi = SMALL_GLYPH_RADIUS if rng.random() < 0.25 else GLYPH_RADIUS
+    r = rng.uniform(lo, hi)
+    at = _beside_shape(rng, r, shapes, taken) if rng.random() < OCCLUDED_FRACTION else None
+    occluded = at is not None
+    at = at or _place(rng, r, shapes, taken)
+    if at is None:
+        return None
+    if name in ("blade", "fork", "pen"):
+        angle = rng.uniform(-180, 180)
+    elif name in ("cross", "plus_sign"):
+        angle = rng.uniform(-15, 15)
+    else:
+        angle = 0.0
+    item = {"glyph": name, "ink": _contrasting_ink(rng, background), "position": [round(at[0], 4), round(at[1], 4)],
+            "radius": round(r, 4), "angle": round(angle, 2), "occluded": occluded}
+    if category is not None:
+        item["category"] = category
+    return item
+
+
+def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = (),
+               distractors: Iterable[str] = ()) -> dict:
     """A random scene. Returns the JSON-able truth the image is rendered from:
 
     {"background": "blue", "relation": "above" | None,
      "shapes": [{"kind", "colour", "size", "position": [x, y], "radius"}, ...],
-     "glyphs": [{"category", "glyph", "ink", "position": [x, y], "radius", "angle"}, ...]}
-    Positions are centres in [0, 1] image coordinates (y down); radius is half the extent.
+     "glyphs": [{"category", "glyph", "ink", "position": [x, y], "radius", "angle", "occluded"}, ...],
+     "distractors": [{"glyph", "ink", "position", "radius", "angle", "occluded"}, ...]}
+    Positions are centres in [0, 1] image coordinates (y down); radius is half the extent. A
+    glyph with "occluded" is drawn under the shapes, at a shape's rim, so the shape covers part of it.
     """
     background = rng.choice(list(PALETTE))
     n = rng.randint(1, max_shapes)
     colours = rng.sample([c for c in PALETTE if c != background], n)
     shapes, relation = _layout_shapes(rng, n, colours)
-    categories = [c for c in CATEGORIES if c in set(categories)]
-    glyphs = []
-    if categories:
-        # Glyphs get a strip along one side; the scene shrinks uniformly into the rest.
-        side = rng.choice(("left", "right", "top", "bottom"))
-        s = 1 - GLYPH_STRIP
-        ox = GLYPH_STRIP if side == "left" else 0.0
-        oy = GLYPH_STRIP if side == "top" else 0.0
-        if side in ("left", "right"):
-            oy = (1 - s) / 2
+    # Stand-ins and near misses go among the shapes, never moving them: a scene laid out differently
+    # when a stand-in is present would be a cue a filter could learn instead of the stand-in itself.
+    glyphs, placed = [], []
+    for cat in [c for c in CATEGORIES if c in set(categories)]:
+        for _ in range(5):  # a crowded scene may need another draw of size and position
+            g = _glyph(rng, GLYPHS[cat], cat, background, shapes, placed)
+            if g is not None:
+                glyphs.append(g)
+                placed.append(g)
+                break
         else:
-            ox = (1 - s) / 2
-        for sh in shapes:
-            x, y = sh["position"]
-            sh["position"] = [round(ox + s * x, 4), round(oy + s * y, 4)]
-            sh["radius"] = round(sh["radius"] * s, 4)
-        order = rng.sample(categories, len(categories))
-        cell = 1.0 / len(order)
-        r = min(0.15, 0.45 * cell)
-        across = GLYPH_STRIP / 2 if side in ("left", "top") else 1 - GLYPH_STRIP / 2
-        for k, cat in enumerate(order):
-            along = (k + 0.5) * cell + rng.uniform(-1, 1) * (cell / 2 - r) * 0.5
-            x, y = (across, along) if side in ("left", "right") else (along, across)
-            angle = rng.choice((-1, 1)) * rng.uniform(30, 60) if cat == "violence" else 0.0
-            glyphs.append({"category": cat, "glyph": GLYPHS[cat], "ink": _ink(background),
-                           "position": [round(x, 4), round(y, 4)], "radius": round(r, 4),
-                           "angle": round(angle, 2)})
-    return {"background": background, "relation": relation, "shapes": shapes, "glyphs": glyphs}
+            raise RuntimeError(f"no room for the {cat} stand-in")  # cannot happen with <= 4 shapes
+    near = []
+    for name in distractors:
+        d = _glyph(rng, name, None, background, shapes, placed)
+        if d is not None:  # a near miss that finds no room is simply left out (the truth says so)
+            near.append(d)
+            placed.append(d)
+    return {"background": background, "relation": relation, "shapes": shapes, "glyphs": glyphs,
+            "distractors": near}
 
 
 def _a(word: str) -> str:
@@ -213,7 +276,59 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: f
         raise ValueError(f"unknown shape kind {kind!r}")
 
 
+def _axis(glyph: dict, cx: float, cy: float, h: float):
+    a = math.radians(glyph.get("angle", 0.0))
+    ca, sa = math.cos(a), math.sin(a)
+
+    def at(u: float, v: float) -> tuple[float, float]:  # along the item's axis u, across v (units of h)
+        return cx + h * (u * ca - v * sa), cy + h * (u * sa + v * ca)
+    return at
+
+
+def _draw_distractor(draw: ImageDraw.ImageDraw, glyph: dict, cx: float, cy: float, h: float) -> None:
+    ink = PALETTE[glyph["ink"]]
+    at = _axis(glyph, cx, cy, h)
+    outline = (40, 40, 45)
+    ow = max(1, round(h * 0.05))
+    name = glyph["glyph"]
+    if name == "snowman":  # round body parts where the stick figure has a head and limbs
+        for oy, r in ((0.55, 0.42), (-0.1, 0.3), (-0.6, 0.22)):
+            draw.ellipse((cx - r * h, cy + oy * h - r * h, cx + r * h, cy + oy * h + r * h), fill=ink)
+    elif name == "lamp_post":  # an upright line with a lamp head: a stick figure's silhouette
+        w = max(1, round(h * 0.13))
+        draw.line([(cx, cy + 0.95 * h), (cx, cy - 0.55 * h)], fill=ink, width=w)
+        draw.line([(cx, cy - 0.55 * h), (cx + 0.35 * h, cy - 0.55 * h)], fill=ink, width=w)
+        draw.ellipse((cx + 0.2 * h, cy - 0.6 * h, cx + 0.5 * h, cy - 0.3 * h), fill=ink)
+        draw.rectangle((cx - 0.3 * h, cy + 0.85 * h, cx + 0.3 * h, cy + 0.95 * h), fill=ink)
+    elif name == "fork":  # the blade's colours and length, tines instead of an edge
+        draw.polygon([at(-0.95, -0.08), at(0.15, -0.08), at(0.15, 0.08), at(-0.95, 0.08)],
+                     fill=(205, 210, 220), outline=outline, width=ow)
+        draw.polygon([at(0.15, -0.22), at(0.3, -0.22), at(0.3, 0.22), at(0.15, 0.22)],
+                     fill=(205, 210, 220), outline=outline, width=ow)
+        for v in (-0.18, -0.06, 0.06, 0.18):
+            draw.line([at(0.3, v), at(0.95, v)], fill=outline, width=max(1, round(h * 0.07)))
+    elif name == "pen":  # long, thin, pointed: the blade's outline without its guard
+        draw.polygon([at(-0.95, -0.1), at(0.55, -0.1), at(0.55, 0.1), at(-0.95, 0.1)], fill=ink,
+                     outline=outline, width=ow)
+        draw.polygon([at(0.55, -0.1), at(0.95, 0.0), at(0.55, 0.1)], fill=(215, 190, 150), outline=outline)
+        draw.polygon([at(-0.95, -0.12), at(-0.7, -0.12), at(-0.7, 0.12), at(-0.95, 0.12)], fill=outline)
+    elif name in ("plus_sign", "cross"):  # bars where the marker has a ring and dots
+        w = max(1, round(h * 0.3))
+        turn = 45 if name == "cross" else 0
+        bar = _axis({"angle": glyph.get("angle", 0.0) + turn}, cx, cy, h)
+        draw.line([bar(-0.85, 0), bar(0.85, 0)], fill=ink, width=w)
+        draw.line([bar(0, -0.85), bar(0, 0.85)], fill=ink, width=w)
+    elif name == "ring":  # the marker's ring without its three dots
+        w = max(1, round(h * 0.17))
+        draw.ellipse((cx - 0.92 * h, cy - 0.92 * h, cx + 0.92 * h, cy + 0.92 * h), outline=ink, width=w)
+    else:
+        raise ValueError(f"unknown distractor {name!r}")
+
+
 def _draw_glyph(draw: ImageDraw.ImageDraw, glyph: dict, cx: float, cy: float, h: float) -> None:
+    if "category" not in glyph:
+        _draw_distractor(draw, glyph, cx, cy, h)
+        return
     ink = PALETTE[glyph["ink"]]
     if glyph["glyph"] == "stick_figure":
         w = max(1, round(h * 0.13))
@@ -225,12 +340,7 @@ def _draw_glyph(draw: ImageDraw.ImageDraw, glyph: dict, cx: float, cy: float, h:
         draw.line([(cx - 0.42 * h, cy + 0.95 * h), (cx, cy + 0.3 * h), (cx + 0.42 * h, cy + 0.95 * h)],
                   fill=ink, width=w, joint="curve")  # legs
     elif glyph["glyph"] == "blade":
-        a = math.radians(glyph["angle"])
-        ca, sa = math.cos(a), math.sin(a)
-
-        def at(u: float, v: float) -> tuple[float, float]:  # knife axis u, across v (units of h)
-            return cx + h * (u * ca - v * sa), cy + h * (u * sa + v * ca)
-
+        at = _axis(glyph, cx, cy, h)
         outline = (40, 40, 45)
         ow = max(1, round(h * 0.05))
         draw.polygon([at(-0.95, -0.11), at(-0.45, -0.11), at(-0.45, 0.11), at(-0.95, 0.11)],
@@ -254,12 +364,18 @@ def render_scene(scene: dict, size: int) -> Image.Image:
     n = size * SUPERSAMPLE
     img = Image.new("RGB", (n, n), PALETTE[scene["background"]])
     draw = ImageDraw.Draw(img)
+    items = scene["glyphs"] + scene.get("distractors", [])
+    under = [g for g in items if g.get("occluded")]  # drawn first: a shape covers part of each
+    for g in under:
+        x, y = g["position"]
+        _draw_glyph(draw, g, x * n, y * n, g["radius"] * n)
     for s in scene["shapes"]:
         x, y = s["position"]
         _draw_shape(draw, s["kind"], x * n, y * n, s["radius"] * n, PALETTE[s["colour"]])
-    for g in scene["glyphs"]:
-        x, y = g["position"]
-        _draw_glyph(draw, g, x * n, y * n, g["radius"] * n)
+    for g in items:
+        if not g.get("occluded"):
+            x, y = g["position"]
+            _draw_glyph(draw, g, x * n, y * n, g["radius"] * n)
     return img.reduce(SUPERSAMPLE)
 
 
@@ -278,7 +394,7 @@ TRUTH_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("path", pa.string()), ("format", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("caption", pa.string()), ("scene", pa.string()),
     ("n_shapes", pa.int32()), ("people", pa.bool_()), ("violence", pa.bool_()), ("hate", pa.bool_()),
-    ("mentioned", pa.list_(pa.string())),
+    ("mentioned", pa.list_(pa.string())), ("distractors", pa.list_(pa.string())),
 ])
 
 
@@ -317,8 +433,15 @@ def assign_categories(seed: int, count: int, fractions: dict[str, float]) -> dic
 def image_row(index: int, cfg: dict, categories: list[str]) -> tuple[dict, Image.Image]:
     """Scene, caption and image for one index: a pure function of (seed, index, config)."""
     rng = derive_rng(cfg["seed"], "image", index)
-    scene = make_scene(rng, cfg["max_shapes"], categories)
+    near = []
+    if rng.random() < cfg["distractor_fraction"]:
+        kinds = [d for c in CATEGORIES for d in DISTRACTORS[c]]
+        near = rng.sample(kinds, rng.choice((1, 1, 2)))
+    scene = make_scene(rng, cfg["max_shapes"], categories, near)
     mentioned = [c for c in categories if rng.random() < cfg["caption_mentions_fraction"]]
+    absent = [c for c in CATEGORIES if c not in categories]
+    if absent and rng.random() < cfg["false_mention_fraction"]:  # web captions are not always right
+        mentioned.append(rng.choice(absent))
     fmt = "png" if rng.random() < cfg["png_fraction"] else "jpeg"
     image_id = f"{index:06d}"
     row = {
@@ -329,7 +452,8 @@ def image_row(index: int, cfg: dict, categories: list[str]) -> tuple[dict, Image
         "scene": json.dumps(scene, sort_keys=True, separators=(",", ":")),
         "n_shapes": len(scene["shapes"]),
         "people": "people" in categories, "violence": "violence" in categories, "hate": "hate" in categories,
-        "mentioned": mentioned,
+        "mentioned": [c for c in CATEGORIES if c in mentioned],
+        "distractors": [d["glyph"] for d in scene["distractors"]],
     }
     return row, render_scene(scene, cfg["image_size"])
 

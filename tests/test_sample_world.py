@@ -99,9 +99,9 @@ def test_captions_agree_with_the_truth_scene(world):
         if len(shapes) >= 3:
             assert "from left to right" in caption
             assert [s["position"][0] for s in shapes] == sorted(s["position"][0] for s in shapes)
-        # categories: the truth table always, the caption only for the mentioned ones
+        # categories: the truth table always, the caption only for the mentioned ones (rarely falsely)
         assert {g["category"] for g in scene["glyphs"]} == {c for c in CATEGORIES if r[c]}
-        assert set(r["mentioned"]) <= {c for c in CATEGORIES if r[c]}
+        assert r["distractors"] == [d["glyph"] for d in scene["distractors"]]
         for c in CATEGORIES:
             assert (CATEGORY_PHRASES[c] in caption) == (c in r["mentioned"]), caption
 
@@ -119,8 +119,8 @@ def test_rendered_pixels_match_the_truth_scene(world):
         for s in scene["shapes"]:
             x, y = s["position"]
             assert nearest_colour(img.getpixel((int(x * 96), int(y * 96)))) == s["colour"], (r["image_id"], s)
-        # background: a grid point clear of every shape and glyph
-        items = scene["shapes"] + scene["glyphs"]
+        # background: a grid point clear of every shape, glyph and near miss
+        items = scene["shapes"] + scene["glyphs"] + scene["distractors"]
         clear = [(gx / 12, gy / 12) for gx in range(1, 12) for gy in range(1, 12)
                  if all(max(abs(gx / 12 - i["position"][0]), abs(gy / 12 - i["position"][1])) > i["radius"] * 1.2
                         + 0.03 for i in items)]
@@ -138,8 +138,12 @@ def test_category_counts_follow_the_fractions_and_captions_mention_some(tmp_path
     flagged = sum(counts.values())
     mentioned = sum(len(r["mentioned"]) for r in rows)
     assert 0.3 * flagged < mentioned < 0.7 * flagged  # caption_mentions_fraction 0.5
-    never = truth(generate_world(cfg(count=40, image_size=32, caption_mentions_fraction=0), tmp_path / "n").root)
-    always = truth(generate_world(cfg(count=40, image_size=32, caption_mentions_fraction=1), tmp_path / "y").root)
+    false = sum(len(set(r["mentioned"]) - {c for c in CATEGORIES if r[c]}) for r in rows)
+    assert 0 < false < 0.1 * len(rows)  # false_mention_fraction 0.02 over 200 captions
+    never = truth(generate_world(cfg(count=40, image_size=32, caption_mentions_fraction=0,
+                                     false_mention_fraction=0), tmp_path / "n").root)
+    always = truth(generate_world(cfg(count=40, image_size=32, caption_mentions_fraction=1,
+                                      false_mention_fraction=0), tmp_path / "y").root)
     assert not any(r["mentioned"] for r in never)
     assert all(set(r["mentioned"]) == {c for c in CATEGORIES if r[c]} for r in always)
     assert any(r["mentioned"] for r in always)
@@ -147,7 +151,7 @@ def test_category_counts_follow_the_fractions_and_captions_mention_some(tmp_path
 
 def test_max_shapes_one_gives_one_big_centred_shape(tmp_path):
     rows = truth(generate_world(cfg(count=30, max_shapes=1, people_fraction=0, violence_fraction=0,
-                                    hate_fraction=0), tmp_path).root)
+                                    hate_fraction=0, false_mention_fraction=0, distractor_fraction=0), tmp_path).root)
     for r in rows:
         assert re.fullmatch(r"an? \w+ \w+ on an? \w+ background", r["caption"]), r["caption"]
         (shape,) = json.loads(r["scene"])["shapes"]
