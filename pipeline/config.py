@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from shards import UserError
 
@@ -95,6 +95,53 @@ class IngestConfig(Section):
     user_agent_token: Optional[str] = Field("glide-pipeline", description="token added to the User-Agent")
 
 
+class EmbedConfig(Section):
+    clip: str = Field(
+        "ViT-B-16", description="CLIP: ARCH=WEIGHTS_FILE (an open_clip architecture or model config .json with a local "
+                                "weights file; OpenAI weights need ARCH-quickgelu) or a clean CLIP checkpoint/run "
+                                "folder trained here (glide train clip --clip-mode clean)")
+    batch_size: int = Field(32, ge=1, description="pairs per batch (three crops each): decoded ahead together; one "
+                                                  "forward pass on a GPU, cache-sized parts of it on a CPU")
+    workers: Optional[int] = Field(None, ge=1, description="most Ray actors, each holding the model (default: "
+                                                           "as many as the CPUs or GPUs allow)")
+    cpus_per_worker: Optional[float] = Field(
+        None, gt=0, description="CPUs per actor: its torch threads on CPU and its decoding threads (default: 1 "
+                                "on a CPU cluster; the CPUs per GPU, at most 8, on a GPU cluster)")
+    shard_retries: int = Field(3, ge=0, description="retries of a failed shard before the stage gives up")
+
+
+class FitFiltersConfig(Section):
+    filters: Optional[list[str]] = Field(None, description="filters to fit (default: every filter the labels name)")
+    target_fnr: float = Field(0.01, gt=0, lt=0.5, description="false-negative rate each filter must stay under, "
+                                                              "at 95% confidence on its held-out positives")
+    held_out: int = Field(1024, ge=2, description="labelled pairs held out per filter (stratified; at most half) "
+                                                  "to tune and check the threshold")
+    cv_folds: int = Field(3, ge=2, le=20, description="stratified folds of the C x gamma grid search")
+    c_values: list[PositiveFloat] = Field([1.0, 10.0, 100.0], min_length=1, description="SVM C values searched")
+    gamma_scales: list[PositiveFloat] = Field(
+        [0.5, 2.0, 8.0], min_length=1, description="RBF gamma values searched, as multiples of 1 / (D * var(X))")
+    seed: int = Field(0, description="seed of the held-out split and the folds")
+    report_examples: int = Field(8, ge=0, le=64, description="report examples per side of each boundary")
+    kernel_memory_mb: int = Field(256, ge=1, description="working memory of the scoring kernel per chunk")
+
+
+class FilterConfig(Section):
+    kernel_memory_mb: int = Field(256, ge=1, description="working memory of the scoring kernel per chunk")
+    report_examples: int = Field(8, ge=0, le=64, description="report examples per side of each boundary")
+    workers: Optional[int] = Field(None, ge=1, description="most Ray actors, each holding the filters")
+    shard_retries: int = Field(3, ge=0, description="retries of a failed shard before the stage gives up")
+
+
+class LabelConfig(Section):
+    db: Optional[str] = Field(None, description="labels database: a SQLite file path or an SQLAlchemy URL "
+                                                "(postgresql://...); created and migrated on first use")
+    count: int = Field(100, ge=1, description="pairs each new queue takes (-n)")
+    boundary: Literal["svm", "threshold"] = Field(
+        "svm", description="label next: pairs nearest the SVM's own boundary (score 0) or its tuned removal threshold")
+    busy_timeout_s: float = Field(30.0, gt=0, description="how long a write waits for SQLite's write lock")
+    kernel_memory_mb: int = Field(256, ge=1, description="label next: working memory of the scoring kernel per chunk")
+
+
 from training.trainer.config import TrainConfig  # noqa: E402  (the `train` section; pydantic only)
 
 
@@ -104,6 +151,10 @@ class PipelineConfig(Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     sample_world: SampleWorldConfig = Field(default_factory=SampleWorldConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
+    fit_filters: FitFiltersConfig = Field(default_factory=FitFiltersConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 

@@ -5,17 +5,14 @@ Train workers as a plain dict (`model_dump()`), where `TrainConfig.model_validat
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
-# What `glide train KIND` trains; the model config's kind for each (ModelConfig spells "base-inpaint").
-TRAIN_KINDS = ("base", "upsampler", "inpaint", "upsampler-inpaint", "clip")
-MODEL_KIND = {"base": "base", "upsampler": "upsampler", "inpaint": "base-inpaint",
-              "upsampler-inpaint": "upsampler-inpaint", "clip": "clip"}
+from training.model_kind import ALIASES, NAMES, ModelKind
+
 # The model config used when none is given: the tiny test/demo sizes.
-DEFAULT_MODEL = {"base": "tiny", "upsampler": "tiny", "inpaint": "tiny", "upsampler-inpaint": "tiny",
-                 "clip": "tiny-clip"}
+DEFAULT_MODEL = {kind: "tiny-clip" if kind is ModelKind.CLIP else "tiny" for kind in ModelKind}
 
 
 class TrainConfig(BaseModel):
@@ -23,11 +20,11 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    kind: Literal["base", "upsampler", "inpaint", "upsampler-inpaint", "clip"] = Field(
-        "base", description="what to train (the command's KIND argument)")
+    kind: ModelKind = Field(
+        ModelKind.BASE, description="what to train (the command's KIND argument; 'inpaint' = base-inpaint)")
     model: Union[str, dict[str, str]] = Field(
-        "", description="model config: a name in configs/models/, a JSON file or a checkpoint folder; "
-                        "or a mapping from kind to one (\"\": tiny)")
+        "", description="model config: a shipped name (training/model_configs/), a JSON file or a checkpoint "
+                        "folder; or a mapping from kind to one (\"\": tiny)")
     data: Optional[str] = Field(None, description="dataset folder with shards/ (--data)")
     output: Optional[str] = Field(None, description="run folder: checkpoints, exports, tensorboard (-o)")
     init: Optional[str] = Field(
@@ -55,6 +52,9 @@ class TrainConfig(BaseModel):
                                                 "usable EMA")
     cfg_dropout: float = Field(0.2, ge=0, le=1,
                                description="fraction of captions replaced by the empty one (classifier-free guidance)")
+    clip_mode: Literal["noised", "clean"] = Field(
+        "noised", description="kind clip only: noised (GLIDE's CLIP for guidance, on x_t at random t) or clean "
+                              "(on the clean images at t = 0: a CLIP for image features, e.g. glide embed)")
     p2_gamma: Union[NonNegativeFloat, dict[str, NonNegativeFloat]] = Field(
         0.0, description="P2 loss weighting 1/(p2_k + SNR)^gamma of L_simple over timesteps (0: uniform, as GLIDE; "
                          "1: emphasise the noisy steps); or a mapping from kind to it (missing kinds: 0)")
@@ -72,13 +72,26 @@ class TrainConfig(BaseModel):
     random_crop: bool = Field(True, description="random crops of 80-100%% of the shorter side (else centre)")
     shuffle_buffer: int = Field(256, ge=0, description="rows each worker shuffles across shard boundaries")
 
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind_alias(cls, value: Any) -> Any:
+        return ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("model", "max_steps", "p2_gamma", mode="before")
+    @classmethod
+    def _kind_alias_keys(cls, value: Any) -> Any:
+        """Per-kind mappings may use the aliases too ({inpaint: ...} is base-inpaint's)."""
+        if isinstance(value, dict):
+            return {ALIASES[k].value if k in ALIASES else k: v for k, v in value.items()}
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         for key in ("model", "max_steps", "p2_gamma"):
             value = getattr(self, key)
-            unknown = sorted(set(value) - set(TRAIN_KINDS)) if isinstance(value, dict) else []
+            unknown = sorted(set(value) - set(NAMES)) if isinstance(value, dict) else []
             if unknown:
-                raise ValueError(f"{key}: unknown kind {unknown[0]!r} (kinds: {', '.join(TRAIN_KINDS)})")
+                raise ValueError(f"{key}: unknown kind {unknown[0]!r} (kinds: {', '.join(NAMES)})")
         return self
 
     def for_kind(self) -> "TrainConfig":
@@ -100,8 +113,9 @@ class TrainConfig(BaseModel):
         return name or DEFAULT_MODEL[self.kind]
 
     @property
-    def model_kind(self) -> str:
-        return MODEL_KIND[self.kind]
+    def model_kind(self) -> ModelKind:
+        """The model config's kind this run trains (the same enum as `kind`)."""
+        return self.kind
 
     @property
     def use_gpu(self) -> bool:

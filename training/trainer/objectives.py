@@ -3,7 +3,8 @@
 Diffusion kinds (base, upsampler, inpaint variants): Improved DDPM's hybrid loss
 (`diffusion.training_losses`) at timesteps drawn uniformly, L_simple optionally P2-weighted, with the caption, the low-res image and
 the inpainting inputs as model kwargs. clip: the noised CLIP's contrastive loss on x_t = q_sample(x0, t)
-with the same noise schedule as the base.
+with the same noise schedule as the base; in the clean mode (`clip_mode: clean`, a CLIP for image
+features) on the clean images x0 themselves at t = 0.
 
 Randomness comes from a generator the caller seeds per step and rank, so a resumed run draws the
 same timesteps and noise as an uninterrupted one.
@@ -67,15 +68,20 @@ def diffusion_step_loss(model_fn, diffusion, batch: dict, generator: torch.Gener
             "mse": terms["mse"].detach().mean(), "vb": terms["vb"].detach().mean()}
 
 
-def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator, device) -> dict:
-    """Noised-CLIP contrastive loss of one micro-batch: logits = model(x_t, t, tokens, mask) [B, B]."""
+def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator, device,
+                   clean: bool = False) -> dict:
+    """Noised-CLIP contrastive loss of one micro-batch: logits = model(x_t, t, tokens, mask) [B, B].
+    clean: the clean CLIP's loss, on x0 at t = 0 (no noise drawn)."""
     from training.nn.noised_clip import clip_contrastive_loss
 
     x0 = batch["x0"].to(device, torch.float32)
     b = x0.shape[0]
-    t = sample_timesteps(b, diffusion.num_timesteps, generator).to(device)
-    noise = torch.randn(x0.shape, generator=generator).to(device)
-    x_t = diffusion.q_sample(x0, t, noise=noise)
+    if clean:
+        t, x_t = torch.zeros(b, dtype=torch.long, device=device), x0
+    else:
+        t = sample_timesteps(b, diffusion.num_timesteps, generator).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        x_t = diffusion.q_sample(x0, t, noise=noise)
     logits = model_fn(x_t, t, batch["tokens"].to(device), batch["mask"].to(device)).float()
     loss = clip_contrastive_loss(logits)
     # per-example share of the loss, for the timestep quartiles
@@ -85,7 +91,7 @@ def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator,
     return {"loss": loss, "t": t, "losses": per_example.detach()}
 
 
-def step_loss_fn(kind: str, p2_gamma: float = 0.0, p2_k: float = 1.0):
+def step_loss_fn(kind: str, p2_gamma: float = 0.0, p2_k: float = 1.0, clip_mode: str = "noised"):
     if kind == "clip":
-        return clip_step_loss
+        return functools.partial(clip_step_loss, clean=clip_mode == "clean")
     return functools.partial(diffusion_step_loss, p2_gamma=p2_gamma, p2_k=p2_k)

@@ -1,0 +1,64 @@
+"""The clean CLIP's training step: the contrastive loss on the clean images at t = 0 (no noise drawn),
+while the noised CLIP's step stays as it was. (`glide train clip --clip-mode clean` end to end is in
+test_embed_stage.py.)"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def clip_and_batch():
+    from training.diffusion import create_diffusion
+    from training.factory import create_model
+    from training.model_config import load_model_config
+    from training.nn.noised_clip import clip_tokens_and_mask
+    from training.tokenizers import build_tokenizer
+
+    cfg = load_model_config("tiny-clip")
+    torch.manual_seed(0)
+    model = create_model(cfg, device="cpu").eval()
+    g = torch.Generator().manual_seed(0)
+    tokens, mask = clip_tokens_and_mask(build_tokenizer(cfg), ["a red circle", "a blue square", "a green star"],
+                                        cfg.text_ctx)
+    batch = {"x0": torch.rand(3, 3, 32, 32, generator=g) * 2 - 1, "tokens": tokens, "mask": mask}
+    return model, create_diffusion(cfg, timestep_respacing=""), batch
+
+
+def test_clean_mode_is_the_contrastive_loss_on_x0_at_t0(clip_and_batch):
+    from training.nn.noised_clip import clip_contrastive_loss
+    from training.trainer.objectives import step_loss_fn
+
+    model, diffusion, batch = clip_and_batch
+    clean = step_loss_fn("clip", clip_mode="clean")
+    with torch.no_grad():
+        out = clean(model, diffusion, batch, torch.Generator().manual_seed(1), torch.device("cpu"))
+        again = clean(model, diffusion, batch, torch.Generator().manual_seed(2), torch.device("cpu"))
+        expected = clip_contrastive_loss(model(batch["x0"], torch.zeros(3, dtype=torch.long), batch["tokens"],
+                                               batch["mask"]))
+    assert out["t"].tolist() == [0, 0, 0]
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(again["loss"], out["loss"])  # nothing random: no noise, no timesteps
+
+
+def test_noised_mode_stays_the_default_and_draws_timesteps(clip_and_batch):
+    from training.trainer.config import TrainConfig
+    from training.trainer.objectives import step_loss_fn
+
+    model, diffusion, batch = clip_and_batch
+    assert TrainConfig(kind="clip").clip_mode == "noised"
+    with torch.no_grad():
+        out = step_loss_fn("clip")(model, diffusion, batch, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert out["t"].tolist() != [0, 0, 0]
+
+
+def test_clip_mode_is_a_checked_train_key_and_flag():
+    from pipeline.cli import build_parser
+    from pipeline.config import PipelineConfig, override
+    from shards import UserError
+
+    assert PipelineConfig.model_validate({"train": {"clip_mode": "clean"}}).train.clip_mode == "clean"
+    with pytest.raises(UserError, match="config key 'clip_mode'"):
+        override(PipelineConfig().train, {"clip_mode": "blurry"})
+    args = build_parser().parse_args(["train", "clip", "--clip-mode", "clean"])
+    assert args.clip_mode == "clean"
