@@ -7,10 +7,10 @@ shards / rejects ([{"name", "rows", "bytes", "sha256"}]), counts ({"input", "kep
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 from typing import Iterable, Optional
 
+from shards.digests import bytes_sha256
 from shards.errors import UserError
 from shards.files import join, url_to_fs, write_json_atomic
 from shards.schema import FORMAT, MANIFEST, VERSION
@@ -41,7 +41,7 @@ def manifest_digest(dataset: str) -> Optional[str]:
     fs, p = url_to_fs(join(dataset, MANIFEST))
     try:
         with fs.open(p, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+            return bytes_sha256(f.read())
     except FileNotFoundError:
         return None
 

@@ -44,6 +44,24 @@ def randomized(model, seed=0):
     return model
 
 
+def save_tiny_checkpoint(directory, config="tiny", *, randomize_seed=None, step=7, **overrides):
+    """A real checkpoint folder (training.checkpoint.save_checkpoint) of model config `config` with
+    `overrides` (kind, image_size, ...); weights from seed 0, or `randomized(seed=randomize_seed)`."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.factory import create_model
+    from training.model_config import ModelConfig, load_model_config
+
+    base = {k: v for k, v in load_model_config(config).to_dict().items() if k not in ("inpaint", "super_res")}
+    cfg = ModelConfig.from_dict({**base, **overrides}, source="test config")
+    torch.manual_seed(0)
+    model = create_model(cfg, device="cpu")
+    if randomize_seed is not None:
+        randomized(model, randomize_seed)
+    return save_checkpoint(directory, model, cfg, step=step)
+
+
 @pytest.fixture
 def glide():
     return run_glide

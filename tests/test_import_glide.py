@@ -15,13 +15,14 @@ from reference_glide import (glide_param_shapes, random_released_state_dict, ref
 SIZE, CTX = 16, 8
 
 
-# (glide kind, ModelConfig kind, layout overrides): the released layout (scale-shift norm, resblock
-# up/down, 16-channel heads), plus the older ADM layout (conv up/down, 2 heads) for the base model.
+# (--kind as typed: glide's file kind or the model kind, ModelConfig kind, layout overrides): the
+# released layout (scale-shift norm, resblock up/down, 16-channel heads), plus the older ADM layout
+# (conv up/down, 2 heads) for the base model.
 CASES = [
     ("base", "base", {}),
     ("upsample", "upsampler", {}),
     ("base-inpaint", "base-inpaint", {}),
-    ("upsample-inpaint", "upsampler-inpaint", {}),
+    ("upsampler-inpaint", "upsampler-inpaint", {}),
     ("base", "base", {"use_scale_shift_norm": False, "resblock_updown": False, "num_head_channels": -1}),
 ]
 
@@ -69,7 +70,7 @@ def model_inputs(glide, hp, captions):
 
 
 @pytest.mark.parametrize("glide_kind,model_kind,overrides", CASES,
-                         ids=["base", "upsample", "base-inpaint", "upsample-inpaint", "base-adm-layout"])
+                         ids=["base", "upsample", "base-inpaint", "upsampler-inpaint", "base-adm-layout"])
 def test_imported_model_computes_glides_outputs(tmp_path, bpe, glide_cli, capsys, glide_kind, model_kind, overrides):
     enc, merges_file, n_vocab = bpe
     hp, cfg = hyperparameters(model_kind, n_vocab, **overrides)
@@ -86,6 +87,7 @@ def test_imported_model_computes_glides_outputs(tmp_path, bpe, glide_cli, capsys
     assert meta["kind"] == model_kind and sorted(meta["files"]) == [
         "model.safetensors", "tokenizer/encoder.json", "tokenizer/vocab.bpe"]
     assert meta["extra"]["imported_from"][0]["stored_dtypes"]["float16"] > 0
+    assert meta["extra"]["imported_from"][0]["kind"] == model_kind
     from safetensors.torch import load_file
 
     assert {t.dtype for t in load_file(dst / "model.safetensors").values()} == {torch.float32}
@@ -186,16 +188,25 @@ def test_clip_towers_import_into_one_checkpoint(tmp_path, glide_cli, capsys):
     torch.save(image_sd, tmp_path / "clip_image_enc.pt")
     torch.save(text_sd, tmp_path / "clip_text_enc.pt")
     dst = tmp_path / "clip"
-    assert run_import(glide_cli, tmp_path / "clip_image_enc.pt", dst, kind="clip-image") == 0
+    assert run_import(glide_cli, tmp_path / "clip_image_enc.pt", dst, kind="clip-image") == 0  # glide's name
     with pytest.raises(UserError, match="lacks its clip-text tower"):
         training.load(dst, device="cpu")
-    assert run_import(glide_cli, tmp_path / "clip_text_enc.pt", dst, kind="clip-text") == 0, capsys.readouterr().err
+    assert run_import(glide_cli, tmp_path / "clip_text_enc.pt", dst, kind="clip-image") == 2
+    assert f"{tmp_path / 'clip_text_enc.pt'}: holds the clip-text tower, not the clip-image" in capsys.readouterr().err
+    assert run_import(glide_cli, tmp_path / "clip_text_enc.pt", dst, kind="clip") == 0, capsys.readouterr().err
     glide = training.load(dst, device="cpu")
     reference, _, _, _ = imported_small_model()
     for key, value in reference.state_dict().items():
         assert torch.equal(glide.model.state_dict()[key], value.float()), key
     meta = json.loads((dst / "config.json").read_text())
-    assert [p["file"] for p in meta["extra"]["imported_from"]] == ["clip_image_enc.pt", "clip_text_enc.pt"]
+    assert [(p["file"], p["kind"], p["tower"]) for p in meta["extra"]["imported_from"]] == [
+        ("clip_image_enc.pt", "clip", "clip-image"), ("clip_text_enc.pt", "clip", "clip-text")]
+    # re-importing a tower replaces its provenance entry, also one an older import recorded as "kind"
+    meta["extra"]["imported_from"][0] = {"file": "clip_image_enc.pt", "kind": "clip-image"}
+    (dst / "config.json").write_text(json.dumps(meta))
+    assert run_import(glide_cli, tmp_path / "clip_image_enc.pt", dst, kind="clip") == 0, capsys.readouterr().err
+    meta = json.loads((dst / "config.json").read_text())
+    assert [p["file"] for p in meta["extra"]["imported_from"]] == ["clip_text_enc.pt", "clip_image_enc.pt"]
 
 
 RELEASED = [("glide-filtered-base", 64, 3, (1, 2, 3, 4), False, False),

@@ -39,8 +39,7 @@ def test_flops_count_the_text_transformer_and_the_first_conv():
     assert info.flops_by_op["aten.convolution"] > first_conv
     assert info.flops_per_image == sum(info.flops_by_op.values())
     # inpainting adds exactly 4 first-conv input channels' worth of FLOPs
-    import dataclasses
-    inp = model_info(dataclasses.replace(cfg, kind="base-inpaint", inpaint=None))
+    inp = model_info(cfg.replace(kind="base-inpaint", inpaint=None))
     assert inp.flops_per_image - info.flops_per_image == 2 * 32 * 32 * 32 * 4 * 9
 
 

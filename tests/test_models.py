@@ -1,8 +1,6 @@
 """GLIDE networks: released sizes, the four variants, text conditioning semantics, glide's maths."""
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 
 import pytest
@@ -12,7 +10,7 @@ from conftest import randomized
 from shards import UserError
 from training.factory import create_model
 from training.inpaint_convert import to_inpaint
-from training.model_config import ModelConfig, load_model_config
+from training.model_config import load_model_config
 
 RELEASED = {
     "glide-filtered-base": 385_030_726,
@@ -30,7 +28,7 @@ def n_params(model):
 
 def tiny(kind="base", **changes):
     cfg = load_model_config("tiny")
-    return dataclasses.replace(cfg, kind=kind, inpaint=None, super_res=None, **changes)
+    return cfg.replace(kind=kind, inpaint=None, super_res=None, **changes)
 
 
 def text_inputs(cfg, batch=2, length=5, seed=1):
@@ -174,7 +172,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     x, t, kw = torch.randn(2, 3, 32, 32), torch.tensor([4, 321]), variant_kwargs(cfg)
     grads, block_runs = [], []
     for use_checkpoint in (False, True):
-        model = randomized(create_model(dataclasses.replace(cfg, use_checkpoint=use_checkpoint), "cpu"))
+        model = randomized(create_model(cfg.replace(use_checkpoint=use_checkpoint), "cpu"))
         runs = []
         model.middle_block.register_forward_pre_hook(lambda *_: runs.append(1))
         model.transformer.resblocks[0].register_forward_pre_hook(lambda *_: runs.append(1))
@@ -254,46 +252,6 @@ def test_timestep_embedding_is_cos_then_sin_with_glide_frequencies():
     freqs = torch.exp(-math.log(10000) * torch.arange(4) / 4)
     torch.testing.assert_close(emb[1], torch.cat([torch.cos(3.5 * freqs), torch.sin(3.5 * freqs)]))
     torch.testing.assert_close(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))
-
-
-# ---- configs
-def test_config_round_trips_and_derives_variant_flags():
-    cfg = load_model_config("glide-filtered-upsampler-inpaint")
-    assert cfg.inpaint and cfg.super_res and cfg.in_channels == 10
-    assert cfg.attention_downsample_rates() == (8, 16, 32) and cfg.channel_mult_tuple() == (1, 1, 2, 2, 4, 4)
-    d = cfg.to_dict()
-    assert json.loads(json.dumps(d)) == d and ModelConfig.from_dict(d) == cfg
-    assert ModelConfig(kind="upsampler").super_res is True
-    assert ModelConfig.from_dict({"channel_mult": [1, 2, 2], "image_size": 32}).channel_mult == "1,2,2"
-
-
-@pytest.mark.parametrize("change,message", [
-    ({"num_chanels": 3}, "unknown key 'num_chanels'"),
-    ({"num_channels": "192"}, "key 'num_channels': expected int"),
-    ({"xf_padding": 1}, "key 'xf_padding': expected bool"),
-    ({"image_size": True}, "key 'image_size': expected int"),
-    ({"kind": "decoder"}, "key 'kind'"),
-    ({"kind": "base", "super_res": True}, "key 'super_res'"),
-    ({"tokenizer": {"type": "bert"}}, "tokenizer.type"),
-    ({"num_channels": 48}, "multiple of 32"),
-])
-def test_bad_model_config_is_a_user_error_naming_key_and_file(tmp_path, change, message):
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps({**load_model_config("tiny").to_dict(), **change}))
-    with pytest.raises(UserError, match=message) as e:
-        load_model_config(path)
-    assert str(path) in str(e.value)
-
-
-def test_model_config_loads_from_checkpoint_folder_and_rejects_bad_json(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"format": "glide-checkpoint", "kind": "base",
-                                                      "model": load_model_config("tiny").to_dict()}))
-    assert load_model_config(tmp_path) == load_model_config("tiny")
-    (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(UserError, match="not valid JSON"):
-        load_model_config(tmp_path / "broken.json")
-    with pytest.raises(UserError, match="no config.json"):
-        load_model_config(tmp_path / "..")
 
 
 @torch.no_grad()

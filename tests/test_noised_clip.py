@@ -224,12 +224,18 @@ def test_released_config_is_glides_and_builds_on_meta_instantly():
 def test_model_config_errors_name_the_key():
     cfg = load_model_config("tiny-clip")
     cfg.extra = dict(cfg.extra, n_layers=3)
-    with pytest.raises(UserError, match="n_layers"):
+    with pytest.raises(UserError, match=r"^model config \(kind clip\): unknown key 'extra.n_layers'$"):
+        create_noised_clip(cfg)
+    cfg = load_model_config("tiny-clip")
+    cfg.text_ctx = 0
+    with pytest.raises(UserError, match=r"^model config \(kind clip\): key 'text_ctx': Input should be greater than 0"):
         create_noised_clip(cfg)
     cfg = load_model_config("tiny-clip")
     cfg.tokenizer = {"type": "gpt2"}
-    with pytest.raises(UserError, match="tokenizer.type"):
+    with pytest.raises(UserError, match="key 'tokenizer.type'"):
         create_noised_clip(cfg)
+    with pytest.raises(UserError, match=r"^noised CLIP: key 'logit_scale': Input should be less than or equal to 100"):
+        NoisedClipConfig.from_fields({"logit_scale": 101.0}, "noised CLIP")
 
 
 def test_contrastive_loss_decreases_on_a_toy_batch():

@@ -12,7 +12,7 @@ import torch
 from conftest import randomized
 from training.diffusion import GaussianDiffusion, respaced_diffusion, space_timesteps
 from training.diffusion.schedules import get_named_beta_schedule
-from training.sampling.clip_guidance import gradient_cond_fn, similarity_cond_fn
+from training.sampling.clip_cond import clip_cond_fn
 from training.sampling.editing import inpaint, inpaint_model_kwargs, sdedit, sdedit_start_step
 from training.sampling.guidance import ClassifierFreeGuidance, TextConditioned, encode_prompts, text_model_fn
 from training.sampling.samplers import ddim_encode, sample_loop
@@ -141,39 +141,38 @@ def test_guided_sampling_encodes_text_once_per_run():
 
 
 # ---- CLIP guidance -------------------------------------------------------------------------------
-def test_gradient_cond_fn_is_the_score_gradient_and_steers_sampling():
-    target = torch.full((1, 3, 1, 1), -0.5)
+class LinearClip(torch.nn.Module):
+    """A noised-CLIP stand-in: image embedding = the pixels, text embedding = a fixed direction, so
+    the CLIP logit is <x, direction> and its gradient is the direction itself."""
 
-    def score(x, t):  # log N(target, 1) up to a constant; gradient = target - x
-        return -0.5 * ((x - target) ** 2).flatten(1).sum(1)
+    def __init__(self, direction):
+        super().__init__()
+        self.direction = torch.nn.Parameter(torch.as_tensor(direction, dtype=torch.float32)[None])
 
-    cond_fn = gradient_cond_fn(score, scale=2.0)
+    def encode_text(self, tokens, mask):
+        return self.direction
+
+    def encode_image(self, x, t):
+        return x.flatten(1)
+
+    def logit_scale_value(self):
+        return torch.tensor(2.0)
+
+
+def test_clip_cond_fn_is_the_logit_gradient_and_steers_both_samplers_towards_the_caption():
+    clip = LinearClip([-1.0, -1.0, -1.0])
+    tokens, mask = torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.bool)
     x = torch.randn(4, 3, 1, 1)
-    assert torch.allclose(cond_fn(x, torch.zeros(4, dtype=torch.long)), 2.0 * (target - x))
+    grad = clip_cond_fn(clip, tokens, mask, guidance_scale=1.5)(x, torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(grad, torch.full_like(x, 1.5 * 2.0 * -1.0))  # scale * logit scale * direction
     d = spaced("25")
     for method in ("ddpm", "ddim"):
         g = torch.Generator().manual_seed(2)
         free = sample_loop(d, GaussianDataEps(), (400, 3, 1, 1), method=method, generator=g, clip_denoised=False)
         g = torch.Generator().manual_seed(2)
         guided = sample_loop(d, GaussianDataEps(), (400, 3, 1, 1), method=method, generator=g,
-                             clip_denoised=False, cond_fn=gradient_cond_fn(score, scale=5.0))
-        assert guided.mean() < free.mean() - 0.1  # pulled towards the target
-
-
-def test_similarity_cond_fn_follows_the_embedding_similarity():
-    proj = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
-
-    def image_embed(x, t):
-        return x.mean((2, 3)) @ proj
-
-    text = torch.randn(2, 4)
-    x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    cond_fn = similarity_cond_fn(image_embed, text, guidance_scale=3.0, logit_scale=10.0)
-    with torch.no_grad():
-        grad = cond_fn(x, torch.zeros(2, dtype=torch.long))
-    sim = 10.0 * torch.nn.functional.cosine_similarity(image_embed(x, None), text, dim=-1).sum()
-    (ref,) = torch.autograd.grad(sim, x)
-    assert torch.allclose(grad, 3.0 * ref, atol=1e-5)
+                             clip_denoised=False, cond_fn=clip_cond_fn(clip, tokens, mask, guidance_scale=2.5))
+        assert guided.mean() < free.mean() - 0.1  # pulled along the caption's direction
 
 
 # ---- editing -------------------------------------------------------------------------------------

@@ -5,33 +5,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import run_glide
-
-
-
-
-def _save(directory, config="tiny", **overrides):
-    import torch
-
-    from training.checkpoint import save_checkpoint
-    from training.factory import create_model
-    from training.model_config import ModelConfig, load_model_config
-
-    base = {k: v for k, v in load_model_config(config).to_dict().items() if k not in ("inpaint", "super_res")}
-    cfg = ModelConfig.from_dict({**base, **overrides}, source="test config")
-    torch.manual_seed(0)
-    return save_checkpoint(directory, create_model(cfg, device="cpu"), cfg, step=7)
+from tests.conftest import run_glide, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     return {
-        "base": _save(root / "base"),
-        "inpaint": _save(root / "inpaint", kind="base-inpaint"),
-        "up": _save(root / "up", kind="upsampler", image_size=64, noise_schedule="linear"),
-        "clip": _save(root / "clip", config="tiny-clip"),
-        "up-inpaint": _save(root / "up-inpaint", kind="upsampler-inpaint", image_size=64, noise_schedule="linear"),
+        "base": save_tiny_checkpoint(root / "base"),
+        "inpaint": save_tiny_checkpoint(root / "inpaint", kind="base-inpaint"),
+        "up": save_tiny_checkpoint(root / "up", kind="upsampler", image_size=64, noise_schedule="linear"),
+        "clip": save_tiny_checkpoint(root / "clip", config="tiny-clip"),
+        "up-inpaint": save_tiny_checkpoint(root / "up-inpaint", kind="upsampler-inpaint", image_size=64,
+                                           noise_schedule="linear"),
     }
 
 

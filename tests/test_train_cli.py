@@ -18,7 +18,9 @@ import pytest
 
 from conftest import REPO, run_glide
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# the longest tests but the demo training: the killed-and-resumed test took 186 s and the shared reference
+# run 80 s on a slow day; 1200 s leaves the 4x that day-to-day CPU speed varies
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1200)]
 
 CONFIG = """\
 train:

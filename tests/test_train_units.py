@@ -131,32 +131,97 @@ def test_ema_follows_the_weights_and_round_trips(one_rank_deepspeed):
         other.load_local_state_dict({"weight": torch.zeros(2, 2)}, "ema.safetensors")
 
 
-def test_checkpoint_verification_names_the_damaged_file(tmp_path):
-    from training.trainer.checkpointing import verify_checkpoint
-
-    ckpt = tmp_path / "step-0000004"
-    (ckpt / "ds").mkdir(parents=True)
-    (ckpt / "ds" / "weights.pt").write_bytes(b"0123456789")
+def _fake_checkpoint(root, files_by_rank: dict):
+    """A step-4 training checkpoint of len(files_by_rank) ranks: {rank: {relative path: bytes}}."""
     import hashlib
 
-    for rank in range(2):
-        (ckpt / f"state-rank{rank}.json").write_text("{}")
-        files = {f"state-rank{rank}.json": {"sha256": hashlib.sha256(b"{}").hexdigest(), "bytes": 2}}
-        if rank == 0:
-            files["ds/weights.pt"] = {"sha256": hashlib.sha256(b"0123456789").hexdigest(), "bytes": 10}
+    ckpt = root / "step-0000004"
+    for rank, files in files_by_rank.items():
+        listed = {}
+        for rel, data in files.items():
+            (ckpt / rel).parent.mkdir(parents=True, exist_ok=True)
+            (ckpt / rel).write_bytes(data)
+            listed[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         (ckpt / f"manifest-rank{rank}.json").write_text(json.dumps(
-            {"step": 4, "rank": rank, "world_size": 2, "files": files}))
-    assert verify_checkpoint(ckpt) == {"step": 4, "world_size": 2}
-    (ckpt / "ds" / "weights.pt").write_bytes(b"0123456780")
-    with pytest.raises(UserError, match=r"ds/weights.pt: checkpoint file is damaged"):
-        verify_checkpoint(ckpt)
-    (ckpt / "ds" / "weights.pt").unlink()
-    with pytest.raises(UserError, match=r"ds/weights.pt: missing from checkpoint"):
-        verify_checkpoint(ckpt)
+            {"step": 4, "rank": rank, "world_size": len(files_by_rank), "files": listed}))
+    return ckpt
+
+
+def _hashed(log) -> list[str]:
+    return [line.split("\t", 1)[1] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_checkpoint_is_hashed_once_split_between_driver_and_ranks(tmp_path, monkeypatch):
+    from training.trainer.checkpointing import inspect_checkpoint, read_verified_rank_state, verify_rank_files
+
+    ckpt = _fake_checkpoint(tmp_path, {
+        0: {"ds/mp_rank_00_model_states.pt": b"weights", "ds/zero_pp_rank_0_mp_rank_00_optim_states.pt": b"adam0",
+            "ema-rank0.safetensors": b"ema0", "state-rank0.json": b'{"step": 4}', "latest": b"ds",
+            "zero_to_fp32.py": b"# script"},
+        1: {"ds/zero_pp_rank_1_mp_rank_00_optim_states.pt": b"adam1", "ema-rank1.safetensors": b"ema1",
+            "state-rank1.json": b'{"step": 4}'}})
+    log = tmp_path / "digests.log"
+    monkeypatch.setenv("GLIDE_DIGEST_LOG", str(log))
+
+    listing = inspect_checkpoint(ckpt)  # the driver: manifests and sizes, no contents
+    assert (listing.step, listing.world_size) == (4, 2) and _hashed(log) == []
+    assert read_verified_rank_state(listing, 0) == {"step": 4}  # ... and the state it reads
+    state0 = str(ckpt / "state-rank0.json")
+    assert _hashed(log) == [state0]
+
+    # each rank hashes what its own manifest lists and a resume loads, nothing the driver hashed
+    outcome = verify_rank_files(ckpt, 1, 2)
+    assert outcome == [{"error": None, "files": 3, "bytes": 20, "seconds": outcome[0]["seconds"]}]
+    rank1 = sorted(str(ckpt / rel) for rel in listing.files_by_rank[1])
+    assert sorted(_hashed(log)[1:]) == rank1
+    verify_rank_files(ckpt, 0, 2, frozenset({str((ckpt / "state-rank0.json").resolve())}))
+    rank0 = sorted(str(ckpt / rel) for rel in ("ds/mp_rank_00_model_states.pt", "ema-rank0.safetensors",
+                                               "ds/zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+    assert sorted(_hashed(log)[4:]) == rank0
+    assert len(set(_hashed(log))) == len(_hashed(log)) == 7
+
+    # a flipped byte: the size still fits (the driver passes), the rank that loads it names it
+    victim = ckpt / "ema-rank1.safetensors"
+    victim.write_bytes(b"emaX")
+    inspect_checkpoint(ckpt)
+    with pytest.raises(UserError, match=r"ema-rank1.safetensors: checkpoint file is damaged \(size or sha256 "
+                                        r"differs from manifest-rank1.json\)"):
+        verify_rank_files(ckpt, 1, 2)
+    victim.write_bytes(b"em")  # truncated: the driver finds it without reading it
+    with pytest.raises(UserError, match=r"ema-rank1.safetensors: checkpoint file is damaged"):
+        inspect_checkpoint(ckpt)
+    victim.unlink()
+    with pytest.raises(UserError, match=r"ema-rank1.safetensors: missing from checkpoint \(listed in manifest-rank1"):
+        inspect_checkpoint(ckpt)
+    with pytest.raises(UserError, match="written by 2 workers; resume with --workers 2 \\(this run has 3\\)"):
+        verify_rank_files(ckpt, 0, 3)
     (ckpt / "manifest-rank1.json").unlink()
+    with pytest.raises(UserError, match=r"manifest-rank1.json: missing \(checkpoint of 2 ranks\)"):
+        inspect_checkpoint(ckpt)
     (ckpt / "manifest-rank0.json").write_text("{not json")
     with pytest.raises(UserError, match="manifest-rank0.json: unreadable checkpoint manifest"):
-        verify_checkpoint(ckpt)
+        inspect_checkpoint(ckpt)
+
+
+def test_driver_console_is_one_progress_reporter_with_metric_lines():
+    import io
+    import queue
+
+    from training.trainer.metrics import DriverProgress
+
+    records = queue.Queue()
+    for step in (3, 4, 5, 6):
+        records.put({"step": step, "loss": 0.5, "images_per_s": 12.5})
+    records.put({"event": "saved step 6: RUN/exports/step-0000006"})
+    stream = io.StringIO()  # not a terminal: plain lines
+    progress = DriverProgress(records, max_steps=6, start_step=2, stream=stream, interval=0.0).start()
+    progress.stop()  # drains what is still queued, then prints the final line
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert lines[0].startswith("train: step 3/6  loss 0.5000") and "train: saved step 6" in lines[-2]
+    assert [line.split(" steps")[0] for line in lines if " steps (" in line] == [
+        "train: 3/6", "train: 4/6", "train: 5/6", "train: 6/6", "train: 6/6"]
+    assert "elapsed, loss 0.5000, img/s 12.5" in lines[-1]
 
 
 def test_device_peak_and_progress_line():

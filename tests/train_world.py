@@ -26,7 +26,8 @@ def write_world_shards(root: Path, *, count: int = 64, rows_per_shard: int = 16,
 
     world = root / "world"
     cfg = SampleWorldConfig(count=count, seed=seed, image_size=image_size, max_shapes=max_shapes,
-                            people_fraction=0.0, violence_fraction=0.0, hate_fraction=0.0, bad_rows=False)
+                            people_fraction=0.0, violence_fraction=0.0, hate_fraction=0.0, bad_rows=False,
+                            distractor_fraction=0.0, false_mention_fraction=0.0)  # shapes only: the trainers' world
     generate_world(cfg, world)
     truth = pq.read_table(world / "truth.parquet").to_pylist()
     dataset = root / "dataset"
@@ -51,10 +52,10 @@ def write_world_shards(root: Path, *, count: int = 64, rows_per_shard: int = 16,
 
 
 def write_model_config(path: Path, base: str = "tiny", **changes) -> Path:
-    """A model config JSON: configs/models/<base>.json with `changes` applied."""
-    from training.model_config import MODELS_DIR
+    """A model config JSON: the shipped config `base` (training/model_configs/) with `changes` applied."""
+    from training.model_config import NAMED_CONFIGS
 
-    data = json.loads((MODELS_DIR / f"{base}.json").read_text())
+    data = json.loads((NAMED_CONFIGS / f"{base}.json").read_text())
     data.update(changes)
     path.write_text(json.dumps(data))
     return path

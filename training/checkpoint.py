@@ -8,15 +8,15 @@
     DIR/tokenizer/...          optional vocabulary files (GPT-2: encoder.json, vocab.bpe)
 
 `save_checkpoint` writes a sibling temp folder and renames it into place, so a folder that exists
-is complete. `load_checkpoint` verifies before it builds anything: a missing file, bad JSON, a
-sha256 mismatch, missing/unexpected keys or a shape mismatch is a one-line UserError naming the file.
+is complete (a swap of a whole folder: shards.atomic_open covers single files only).
+`load_checkpoint` verifies before it builds anything: a missing file, bad JSON, a sha256 mismatch,
+missing/unexpected keys or a shape mismatch is a one-line UserError naming the file.
 See docs/checkpoints.md.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from shards import UserError
+from shards import UserError, file_digest
+from shards.files import temp_name
 
 FORMAT = "glide-checkpoint"
 VERSION = 1
@@ -59,7 +60,7 @@ def save_checkpoint(directory: str | os.PathLike, model_or_state_dict, cfg, *, s
     if directory.exists() and not _replaceable(directory):
         raise UserError(f"{directory}: exists and is not a checkpoint folder; not overwriting it")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = Path(temp_name(str(directory)))
     try:
         tmp.mkdir()
         files: dict[str, dict] = {}
@@ -146,17 +147,9 @@ def _fsync_and_share(directory: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (checkpoint files can be gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_record(path: Path) -> dict:
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    digest = file_digest(path)
+    return {"sha256": digest.sha256, "bytes": digest.bytes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +210,7 @@ def verify_files(directory: str | os.PathLike, meta: dict, names=None) -> None:
             raise UserError(f"{file}: not listed in {directory / CONFIG_FILE}")
         if not file.is_file():
             raise UserError(f"{file}: missing")
-        if sha256_file(file) != record["sha256"]:
+        if file_digest(file).sha256 != record["sha256"]:
             raise UserError(f"{file}: sha256 mismatch (file changed or corrupted since it was saved)")
 
 
@@ -225,6 +218,13 @@ def model_config_of(directory: str | os.PathLike, meta: dict):
     from training.model_config import ModelConfig
 
     return ModelConfig.from_dict(meta["model"], source=f"{Path(directory) / CONFIG_FILE}: model")
+
+
+def checkpoint_kind(directory: str | os.PathLike, meta: dict):
+    """The ModelKind of a checkpoint, read from its saved model config (as every version stores it)."""
+    from training.model_kind import parse_model_kind
+
+    return parse_model_kind(meta["model"].get("kind", "base"), f"{Path(directory) / CONFIG_FILE}: model.kind")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,15 +240,25 @@ class LoadedCheckpoint:
     weights_file: str  # which file the weights came from (model.safetensors or ema.safetensors)
 
 
-def load_state_dict(directory: str | os.PathLike, *, use_ema: bool = True) -> tuple[dict, dict, str]:
-    """Verified weights of a checkpoint: (state_dict on CPU, meta, weights file name)."""
+def weights_file_name(meta: dict, use_ema: bool = True) -> str:
+    """The weights file a load reads: ema.safetensors when present and wanted, else model.safetensors."""
+    return EMA_FILE if use_ema and EMA_FILE in meta["files"] else WEIGHTS_FILE
+
+
+def load_state_dict(directory: str | os.PathLike, *, use_ema: bool = True,
+                    verify: bool = True) -> tuple[dict, dict, str]:
+    """Weights of a checkpoint: (state_dict on CPU, meta, weights file name).
+
+    verify=False only where the caller verified that file already in this run (a training run's
+    driver verifies `--init` once; its workers then load without hashing it again)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
     meta = read_checkpoint_meta(directory)
-    name = EMA_FILE if use_ema and EMA_FILE in meta["files"] else WEIGHTS_FILE
-    verify_files(directory, meta, [name])
+    name = weights_file_name(meta, use_ema)
+    if verify:
+        verify_files(directory, meta, [name])
     try:
         state = load_file(str(directory / name), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
@@ -323,14 +333,16 @@ def checkpoint_info(directory: str | os.PathLike, *, verify: bool = True) -> dic
 
     directory = resolve_checkpoint_dir(directory)
     meta = read_checkpoint_meta(directory)
-    info = {"path": str(directory), "kind": meta.get("kind"), "step": meta.get("step"),
+    info = {"path": str(directory), "kind": checkpoint_kind(directory, meta).value, "step": meta.get("step"),
             "created": meta.get("created"), "files": {}}
     for name, record in meta["files"].items():
         file = directory / name
-        status = "missing" if not file.is_file() else ("ok" if not verify or sha256_file(file) == record["sha256"]
-                                                       else "sha256 MISMATCH")
-        if status == "ok" and not verify:
+        if not file.is_file():
+            status = "missing"
+        elif not verify:
             status = "not checked"
+        else:
+            status = "ok" if file_digest(file).sha256 == record["sha256"] else "sha256 MISMATCH"
         entry = {"bytes": record.get("bytes"), "sha256": status}
         if name.endswith(".safetensors") and file.is_file():
             try:

@@ -1,10 +1,10 @@
 """The one model factory: ModelConfig -> network (open_clip style: sizes are data, one constructor)."""
 from __future__ import annotations
 
-
 import torch
 
 from training.model_config import ModelConfig
+from training.model_kind import ModelKind
 
 
 def create_model(cfg: ModelConfig, device: str | torch.device | None = None) -> torch.nn.Module:
@@ -17,7 +17,7 @@ def create_model(cfg: ModelConfig, device: str | torch.device | None = None) -> 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    if cfg.kind == "clip":
+    if cfg.kind == ModelKind.CLIP:
         from training.nn.noised_clip import create_noised_clip
         with device:
             model = create_noised_clip(cfg)

@@ -1,10 +1,12 @@
 """Import glide-text2im's released noised CLIP (clip_image_enc.pt, clip_text_enc.pt).
 
 glide ships the two towers as two files whose keys are the towers' own (`blocks.input.w_t`, ...).
-`convert_clip_checkpoint(state_dict, kind)` converts ONE of them into this project's key layout
+`convert_clip_checkpoint(state_dict, tower)` converts ONE of them into this project's key layout
 (`image_encoder.<key>` or `text_encoder.<key>`, plus `logit_scale`) and infers the sizes it can see
 from the shapes; `merge_clip_halves` joins the image and the text half into one checkpoint.
-`missing_clip_half` tells a loader which half a checkpoint still lacks.
+`clip_tower_of` tells which tower a released file holds; `missing_clip_half` tells a loader which
+half a checkpoint still lacks. Towers are named as glide's files: "clip-image", "clip-text" (the
+model's kind is always "clip").
 
 Sizes glide does not store: the number of heads (glide's head width is always 64, so
 n_head = width / 64), the logit scale (fixed at 100) and the diffusion schedule (1000 cosine steps);
@@ -13,7 +15,6 @@ those, and every size of the half not imported, take the released values (Noised
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from typing import Any, Mapping
@@ -22,19 +23,19 @@ import torch
 
 from shards import UserError
 from training.nn.clip_encoders import ImageEncoder, TextEncoder
-from training.nn.noised_clip import NoisedClipConfig, noised_clip_config
+from training.noised_clip_config import NoisedClipConfig, noised_clip_config
 
-KINDS = {"clip-image": "image_encoder", "clip-text": "text_encoder"}
+TOWERS = {"clip-image": "image_encoder", "clip-text": "text_encoder"}
 HEAD_STATE = 64  # glide's n_head_state_{image,text}
 _IMAGE_FIELDS = ("image_size", "patch_size", "n_head_state_image", "n_head_image", "n_xf_blocks_image",
                  "n_timesteps", "beta_schedule")
 _BLOCK = re.compile(r"^blocks\.block_(\d+)\.")
 
 
-def convert_clip_checkpoint(state_dict: Mapping[str, Any], kind: str) -> tuple[dict[str, torch.Tensor], Any]:
+def convert_clip_checkpoint(state_dict: Mapping[str, Any], tower: str) -> tuple[dict[str, torch.Tensor], Any]:
     """One released noised-CLIP tower -> (state dict in this project's layout, ModelConfig).
 
-    kind: "clip-image" (clip_image_enc.pt) or "clip-text" (clip_text_enc.pt). The result holds that
+    tower: "clip-image" (clip_image_enc.pt) or "clip-text" (clip_text_enc.pt). The result holds that
     tower's keys under `image_encoder.` / `text_encoder.` and `logit_scale`; the ModelConfig (kind
     "clip", CLIP tokenizer) has the sizes read from the shapes and the released sizes elsewhere.
 
@@ -46,13 +47,13 @@ def convert_clip_checkpoint(state_dict: Mapping[str, Any], kind: str) -> tuple[d
     Every key and shape is checked against the tower the inferred config builds; a missing,
     unexpected, non-float or mis-shaped tensor raises a one-line UserError naming the key.
     """
-    if kind not in KINDS:
-        raise UserError(f"checkpoint kind {kind!r}: expected one of {', '.join(KINDS)}")
-    prefix = KINDS[kind] + "."
-    source = f"{kind} checkpoint"
+    if tower not in TOWERS:
+        raise UserError(f"noised CLIP tower {tower!r}: expected one of {', '.join(TOWERS)}")
+    prefix = TOWERS[tower] + "."
+    source = f"{tower} checkpoint"
     tensors = _plain_tensors(state_dict, prefix, source)
-    clip_cfg = _infer_image_config(tensors, source) if kind == "clip-image" else _infer_text_config(tensors, source)
-    _check_against(_tower(clip_cfg, kind), tensors, source)
+    clip_cfg = _infer_image_config(tensors, source) if tower == "clip-image" else _infer_text_config(tensors, source)
+    _check_against(_tower(clip_cfg, tower), tensors, source)
     out = {prefix + k: v.detach().to(torch.float32).contiguous() for k, v in tensors.items()}
     out["logit_scale"] = torch.tensor(math.log(clip_cfg.logit_scale), dtype=torch.float32)
     return out, clip_cfg.to_model_config()
@@ -77,7 +78,7 @@ def merge_clip_halves(first: tuple[Mapping[str, torch.Tensor], Any],
     if img_cfg.n_embd != txt_cfg.n_embd:
         raise UserError(f"clip checkpoint merge: image tower projects to {img_cfg.n_embd} dims but the "
                         f"text tower to {txt_cfg.n_embd} (key 'blocks.output.f.w')")
-    fields = dataclasses.asdict(txt_cfg) | {k: getattr(img_cfg, k) for k in _IMAGE_FIELDS}
+    fields = txt_cfg.to_dict() | {k: getattr(img_cfg, k) for k in _IMAGE_FIELDS}
     fields.update(logit_scale=img_cfg.logit_scale, learn_logit_scale=img_cfg.learn_logit_scale)
     merged_cfg = NoisedClipConfig.from_fields(fields, "clip checkpoint merge")
     merged = {k: v for k, v in img_sd.items() if k.startswith("image_encoder.")}
@@ -90,9 +91,27 @@ def merge_clip_halves(first: tuple[Mapping[str, torch.Tensor], Any],
 
 def missing_clip_half(state_dict: Mapping[str, Any]) -> str | None:
     """"clip-image" / "clip-text" if that tower is absent from a noised-CLIP state dict, else None."""
-    for kind, tower in KINDS.items():
-        if not any(k.startswith(tower + ".") for k in state_dict):
-            return kind
+    for tower, prefix in TOWERS.items():
+        if not any(k.startswith(prefix + ".") for k in state_dict):
+            return tower
+    return None
+
+
+def clip_tower_of(state_dict: Mapping[str, Any]) -> str | None:
+    """"clip-image" / "clip-text": the tower a released file holds, from its input block's keys.
+
+    Only the image tower has patches and a timestep table, only the text tower a vocabulary; keys
+    may carry this project's prefix. None when neither shows (convert_clip_checkpoint then names
+    what is missing).
+    """
+    names = {k.split(".", 1)[1] if k.startswith(tuple(p + "." for p in TOWERS.values())) else k
+             for k in state_dict if isinstance(k, str)}
+    image = {"blocks.input.patch_proj", "blocks.input.w_t", "blocks.input.pred_state"} & names
+    text = "blocks.input.w_voc" in names
+    if image and not text:
+        return "clip-image"
+    if text and not image:
+        return "clip-text"
     return None
 
 
@@ -167,9 +186,9 @@ def _config(source: str, **fields: Any) -> NoisedClipConfig:
     return NoisedClipConfig.from_fields(fields, source)
 
 
-def _tower(cfg: NoisedClipConfig, kind: str) -> torch.nn.Module:
+def _tower(cfg: NoisedClipConfig, tower: str) -> torch.nn.Module:
     with torch.device("meta"):  # shapes only
-        if kind == "clip-image":
+        if tower == "clip-image":
             return ImageEncoder(cfg.image_size, cfg.patch_size, cfg.n_embd, cfg.n_head_image,
                                 cfg.n_xf_blocks_image, cfg.n_head_state_image, cfg.n_timesteps)
         return TextEncoder(cfg.n_vocab, cfg.max_text_len, cfg.n_embd, cfg.n_head_text,

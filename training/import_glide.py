@@ -20,20 +20,16 @@ import re
 import sys
 from pathlib import Path
 
-from shards import UserError
+from shards import UserError, file_digest
+from training.model_kind import NAMES, ModelKind, parse_model_kind
 
-# glide-text2im checkpoint kind -> the released config in configs/models/
-GLIDE_KINDS = {
-    "base": "glide-filtered-base",
-    "upsample": "glide-filtered-upsampler",
-    "base-inpaint": "glide-filtered-base-inpaint",
-    "upsample-inpaint": "glide-filtered-upsampler-inpaint",
+# model kind -> the shipped config of the released file (training/model_configs/)
+RELEASED_CONFIG = {
+    ModelKind.BASE: "glide-filtered-base",
+    ModelKind.UPSAMPLER: "glide-filtered-upsampler",
+    ModelKind.BASE_INPAINT: "glide-filtered-base-inpaint",
+    ModelKind.UPSAMPLER_INPAINT: "glide-filtered-upsampler-inpaint",
 }
-CLIP_KINDS = ("clip-image", "clip-text")
-KINDS = tuple(GLIDE_KINDS) + CLIP_KINDS
-# ModelConfig.kind each glide kind must have
-MODEL_KIND = {"base": "base", "upsample": "upsampler", "base-inpaint": "base-inpaint",
-              "upsample-inpaint": "upsampler-inpaint"}
 SOURCE_REPO = "openai/glide-text2im"
 
 
@@ -111,41 +107,61 @@ def _dtype_counts(state: dict) -> dict[str, int]:
     return counts
 
 
-def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind: str, *, bpe=None,
-                            config=None, overwrite: bool = False, quiet: bool = False) -> Path:
+def import_kind(kind: str | ModelKind) -> tuple[ModelKind, str | None]:
+    """--kind -> (model kind, noised-CLIP tower or None).
+
+    A ModelKind or an alias (glide's "upsample", "upsample-inpaint"); glide's "clip-image" and
+    "clip-text" mean kind clip with that tower. For plain "clip" the tower is read from the file.
+    """
+    from training.import_clip import TOWERS
+
+    if kind in TOWERS:
+        return ModelKind.CLIP, str(kind)
+    try:
+        return parse_model_kind(kind, "--kind"), None
+    except UserError:
+        raise UserError(f"--kind: {kind!r} is not a model kind (one of: {', '.join(NAMES)}; glide's "
+                        f"file kinds upsample, upsample-inpaint, {', '.join(TOWERS)} are accepted too)") from None
+
+
+def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind: str | ModelKind, *,
+                            bpe=None, config=None, overwrite: bool = False, quiet: bool = False) -> Path:
     """Convert one released glide-text2im file into the checkpoint folder `dst`; returns dst.
 
-    kind: base | upsample | base-inpaint | upsample-inpaint | clip-image | clip-text.
+    kind: the model kind (base, upsampler, base-inpaint, upsampler-inpaint, clip) or glide's name
+    for the file (upsample, upsample-inpaint, clip-image, clip-text); see import_kind.
     bpe: (encoder.json, vocab.bpe) for the GPT-2 kinds (plain or gzipped; default: an installed
     glide_text2im's). config: a ModelConfig, or a name/path for load_model_config, replacing the
     released config for this kind (e.g. a smaller test model). overwrite: replace an existing
     checkpoint at dst (clip kinds instead join the other tower already there).
     """
-    from training.checkpoint import CONFIG_FILE, save_checkpoint, sha256_file
+    from training.checkpoint import CONFIG_FILE, save_checkpoint
 
     src, dst = Path(src), Path(dst)
-    if kind not in KINDS:
-        raise UserError(f"checkpoint kind {kind!r}: expected one of {', '.join(KINDS)}")
+    model_kind, tower = import_kind(kind)
+    clip = model_kind is ModelKind.CLIP
     if not src.is_file():
         raise UserError(f"{src}: no such file")
-    if kind in CLIP_KINDS and config is not None:
+    if clip and config is not None:
         raise UserError(f"--model-config: not used for --kind {kind} (the noised CLIP's sizes are read from {src})")
     exists = (dst / CONFIG_FILE).is_file()
     if dst.exists() and not exists and (not dst.is_dir() or any(dst.iterdir())):
         raise UserError(f"{dst}: exists and is not a checkpoint folder; choose another -o")
-    if exists and not overwrite and kind not in CLIP_KINDS:
+    if exists and not overwrite and not clip:
         raise UserError(f"{dst}: a checkpoint is already there (use --force to replace it)")
 
     _say(f"reading {src} ({src.stat().st_size / 1e6:.1f} MB)", quiet)
-    source_sha = sha256_file(src)
+    source_sha = file_digest(src).sha256
     state = read_torch_state_dict(src)
-    provenance = {"repo": SOURCE_REPO, "file": src.name, "sha256": source_sha, "kind": kind,
+    provenance = {"repo": SOURCE_REPO, "file": src.name, "sha256": source_sha, "kind": model_kind.value,
                   "stored_dtypes": _dtype_counts(state)}
 
-    if kind in CLIP_KINDS:
-        return _import_clip_half(src, dst, kind, state, provenance, exists, overwrite, quiet)
+    if clip:
+        tower = _clip_tower(state, tower, src)
+        provenance["tower"] = tower
+        return _import_clip_half(src, dst, tower, state, provenance, exists, overwrite, quiet)
 
-    cfg = _config_for(kind, config)
+    cfg = _config_for(model_kind, config)
     _say(f"checking {len(state)} tensors against the {cfg.kind} config", quiet)
     weights = convert_glide_state_dict(state, cfg, str(src))
     del state
@@ -155,18 +171,31 @@ def import_glide_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, kind
                            extra={"imported_from": [provenance]})
 
 
-def _config_for(kind: str, config):
+def _config_for(kind: ModelKind, config):
     from training.model_config import ModelConfig, load_model_config
 
     if config is None:
-        cfg = load_model_config(GLIDE_KINDS[kind])
+        cfg = load_model_config(RELEASED_CONFIG[kind])
     elif isinstance(config, ModelConfig):
         cfg = config
     else:
         cfg = load_model_config(config)
-    if cfg.kind != MODEL_KIND[kind]:
-        raise UserError(f"model config for --kind {kind}: has kind {cfg.kind!r}, expected {MODEL_KIND[kind]!r}")
+    if cfg.kind != kind:
+        raise UserError(f"model config for --kind {kind}: has kind {cfg.kind!r}, expected {kind!r}")
     return cfg
+
+
+def _clip_tower(state: dict, asked: str | None, src: Path) -> str:
+    """The tower `src` holds: as asked (checked against its keys), else read from its keys."""
+    from training.import_clip import clip_tower_of
+
+    found = clip_tower_of(state)
+    if asked is None and found is None:
+        raise UserError(f"{src}: neither a noised CLIP image tower (blocks.input.patch_proj) nor a text "
+                        "tower (blocks.input.w_voc)")
+    if asked is not None and found is not None and found != asked:
+        raise UserError(f"{src}: holds the {found} tower, not the {asked} tower given as --kind")
+    return asked or found
 
 
 def _gpt2_vocabulary(bpe, cfg, src: Path) -> dict[str, bytes]:
@@ -186,21 +215,22 @@ def _gpt2_vocabulary(bpe, cfg, src: Path) -> dict[str, bytes]:
     return {ENCODER_FILE: encoder_bytes, MERGES_FILE: merges_bytes}
 
 
-def _import_clip_half(src: Path, dst: Path, kind: str, state: dict, provenance: dict, exists: bool,
+def _import_clip_half(src: Path, dst: Path, tower: str, state: dict, provenance: dict, exists: bool,
                       overwrite: bool, quiet: bool) -> Path:
-    from training.checkpoint import load_state_dict, model_config_of, read_checkpoint_meta, save_checkpoint
+    from training.checkpoint import (checkpoint_kind, load_state_dict, model_config_of, read_checkpoint_meta,
+                                     save_checkpoint)
     from training.import_clip import convert_clip_checkpoint, merge_clip_halves
 
     try:
-        converted = convert_clip_checkpoint(state, kind)
+        converted = convert_clip_checkpoint(state, tower)
     except UserError as e:
         raise UserError(f"{src}: {e}") from None
     del state
     imported = [provenance]
     if exists and not overwrite:
         meta = read_checkpoint_meta(dst)
-        if meta.get("kind") != "clip":
-            raise UserError(f"{dst}: holds a {meta.get('kind')} checkpoint, not a noised CLIP half "
+        if checkpoint_kind(dst, meta) is not ModelKind.CLIP:
+            raise UserError(f"{dst}: holds a {checkpoint_kind(dst, meta)} checkpoint, not a noised CLIP half "
                             "(use --force to replace it)")
         _say(f"joining the tower already in {dst}", quiet)
         old_state, meta, _ = load_state_dict(dst, use_ema=False)
@@ -211,7 +241,12 @@ def _import_clip_half(src: Path, dst: Path, kind: str, state: dict, provenance: 
             raise UserError(f"{src} + {dst}: {e}") from None
         previous = meta.get("extra", {}).get("imported_from", [])
         previous = previous if isinstance(previous, list) else [previous]
-        imported = [p for p in previous if isinstance(p, dict) and p.get("kind") != kind] + imported
+        imported = [p for p in previous if isinstance(p, dict) and _tower_of(p) != tower] + imported
     weights, cfg = converted
     _say(f"writing {dst}", quiet)
     return save_checkpoint(dst, weights, cfg, step=None, extra={"imported_from": imported})
+
+
+def _tower_of(provenance: dict) -> str | None:
+    """The tower an "imported_from" entry records (imports before ModelKind stored it as "kind")."""
+    return provenance.get("tower") or provenance.get("kind")

@@ -10,24 +10,23 @@ First-conv input channel layout (input_blocks.0.0.weight, [C, in, 3, 3]):
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Mapping
 
 import torch
 
 from shards import UserError
 from training.model_config import ModelConfig
+from training.model_kind import ModelKind
 
 FIRST_CONV = "input_blocks.0.0.weight"
-INPAINT_KIND = {"base": "base-inpaint", "upsampler": "upsampler-inpaint"}
 
 
 def inpaint_config(cfg: ModelConfig) -> ModelConfig:
     """The inpainting counterpart of a base/upsampler config (all other fields kept)."""
-    if cfg.kind not in INPAINT_KIND:
+    variant = ModelKind(cfg.kind).inpaint_variant
+    if variant is None:
         raise UserError(f"model kind {cfg.kind!r}: only 'base' and 'upsampler' models convert to inpainting")
-    return dataclasses.replace(cfg, kind=INPAINT_KIND[cfg.kind], inpaint=True,
-                               extra=dict(cfg.extra), tokenizer=dict(cfg.tokenizer))
+    return cfg.replace(kind=variant, inpaint=True)
 
 
 def inpaint_state_dict(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -40,7 +39,7 @@ def inpaint_state_dict(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> d
                         f"expects {cfg.in_channels}")
     new = w.new_zeros(w.shape[0], cfg.in_channels + 4, *w.shape[2:])
     new[:, :3] = w[:, :3]  # x_t
-    if cfg.kind == "upsampler":
+    if cfg.kind == ModelKind.UPSAMPLER:
         new[:, 7:10] = w[:, 3:6]  # the upsampled low-res image moves after masked image and mask
     out = dict(state)
     out[FIRST_CONV] = new

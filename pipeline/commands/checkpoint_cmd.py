@@ -2,6 +2,7 @@
 
     glide checkpoint import --from glide-text2im --kind base base.pt -o ckpt/glide-base \\
         --bpe encoder.json.gz vocab.bpe.gz
+    glide checkpoint import --from glide-text2im --kind clip clip_image_enc.pt -o ckpt/glide-clip
     glide checkpoint info ckpt/glide-base
 """
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 
 SOURCES = ("glide-text2im",)
-KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint", "clip-image", "clip-text")
 
 
 def register(subparsers, common) -> None:
@@ -24,10 +24,14 @@ def register(subparsers, common) -> None:
                     "base_inpaint.pt, upsample_inpaint.pt, clip_image_enc.pt, clip_text_enc.pt) into a "
                     "checkpoint folder: every key and shape is checked against the released config, "
                     "weights are stored as float32 safetensors, the GPT-2 vocabulary goes into "
-                    "tokenizer/. Importing clip-image and clip-text into the same folder joins them.")
+                    "tokenizer/. Importing both noised-CLIP towers (--kind clip) into the same folder "
+                    "joins them.")
     imp.add_argument("src", metavar="SRC.pt", help="the released checkpoint file")
     imp.add_argument("--from", dest="source", required=True, choices=SOURCES, help="where SRC comes from")
-    imp.add_argument("--kind", required=True, choices=KINDS, help="which released model SRC holds")
+    imp.add_argument("--kind", required=True, metavar="KIND",
+                     help="which model SRC holds: base, upsampler, base-inpaint, upsampler-inpaint or clip "
+                          "(the CLIP tower is read from SRC); glide's names upsample, upsample-inpaint, "
+                          "clip-image and clip-text are accepted too")
     imp.add_argument("-o", "--output", required=True, metavar="DST", help="checkpoint folder to write")
     imp.add_argument("--bpe", nargs=2, metavar=("ENCODER_JSON", "VOCAB_BPE"), default=None,
                      help="GPT-2 vocabulary files, plain or gzipped (default: an installed glide_text2im's)")
@@ -70,7 +74,8 @@ def run_info(args) -> int:
         imported = info["extra"].get("imported_from") if isinstance(info["extra"], dict) else None
         if imported:
             for entry in imported if isinstance(imported, list) else [imported]:
-                rows.append(("imported from", f"{entry.get('repo')} {entry.get('file')} ({entry.get('kind')})"))
+                what = ", ".join(str(entry[k]) for k in ("kind", "tower") if entry.get(k))
+                rows.append(("imported from", f"{entry.get('repo')} {entry.get('file')} ({what})"))
         for name, entry in info["files"].items():
             detail = f"{entry['sha256']:<12} {entry.get('bytes') or 0:>14,} B"
             if "tensors" in entry:

@@ -26,7 +26,7 @@ def register(subparsers, common) -> None:
                     "partitioning, as DeepSpeed's estimators count it) and activations (measured on the meta "
                     "device) under ZeRO stages 0-3, with the lowest stage that fits.")
     p.add_argument("config", metavar="CONFIG",
-                   help="model config: a name in configs/models (tiny, glide-paper-base, ...) or a JSON path")
+                   help="model config: a shipped name (tiny, glide-paper-base, ...; `glide model list`) or a JSON path")
     p.add_argument("--gpus", type=_positive_int, default=1, help="data-parallel GPUs in total (default 1)")
     p.add_argument("--gpu-mem", type=_positive_float, default=80.0, metavar="GB",
                    help="memory per GPU in GB (2^30 bytes; default 80)")

@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands.common import add_config_option, load_section
-
-KINDS = ("base", "upsampler", "inpaint", "upsampler-inpaint", "clip")
+from pipeline.commands.common import add_config_option, load_section, model_kind_argument
+from training.model_kind import kind_help
 
 
 def register(subparsers, common) -> None:
     p = subparsers.add_parser(
-        "train", parents=[common], help="train a GLIDE model (base, upsampler, inpaint, clip)",
+        "train", parents=[common], help="train a GLIDE model (base, upsampler, base-inpaint, upsampler-inpaint, clip)",
         description="Train a GLIDE model on Arrow shards with DeepSpeed ZeRO inside Ray Train workers. "
                     "Rerunning the same command resumes from the newest checkpoint in RUN.")
-    p.add_argument("kind", choices=KINDS, metavar="KIND", help="one of: " + ", ".join(KINDS))
+    p.add_argument("kind", type=model_kind_argument, metavar="KIND", help=kind_help())
     p.add_argument("--data", metavar="DATASET", default=None, help="dataset folder with shards/")
     p.add_argument("--output", "-o", metavar="RUN", default=None,
                    help="run folder: checkpoints/, exports/, tensorboard/, metrics.jsonl")
     add_config_option(p)
     p.add_argument("--model-config", dest="model", metavar="NAME", default=None,
-                   help="model config: a name in configs/models/ (e.g. tiny), a JSON file or a checkpoint")
+                   help="model config: a shipped name (e.g. tiny; see `glide model list`), a JSON file or a "
+                        "checkpoint")
     p.add_argument("--init", metavar="CKPT", default=None,
                    help="start from this checkpoint or run folder (inpaint kinds: converted)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="Ray Train workers")
@@ -38,6 +38,9 @@ def register(subparsers, common) -> None:
     p.add_argument("--ema-rate", type=float, default=None, metavar="R", help="EMA decay per step")
     p.add_argument("--cfg-dropout", type=float, default=None, metavar="P",
                    help="fraction of captions replaced by the empty one (classifier-free guidance)")
+    p.add_argument("--clip-mode", default=None, choices=("noised", "clean"),
+                   help="kind clip: noised (default: GLIDE's CLIP for guidance, on noised images) or clean "
+                        "(on clean images: a CLIP for image features, e.g. glide embed --clip RUN)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="train until this step")
     p.add_argument("--save-every", type=int, default=None, metavar="N", help="checkpoint + export every N steps")
     p.add_argument("--log-every", type=int, default=None, metavar="N", help="metrics every N steps")
@@ -48,7 +51,7 @@ def register(subparsers, common) -> None:
 
 FLAG_KEYS = ("kind", "data", "output", "model", "init", "workers", "gpus_per_worker", "cpus_per_worker",
              "zero_stage", "precision", "batch_size", "grad_accum", "lr", "warmup_steps", "ema_rate",
-             "cfg_dropout", "max_steps", "save_every", "log_every", "seed", "max_failures")
+             "cfg_dropout", "clip_mode", "max_steps", "save_every", "log_every", "seed", "max_failures")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
     config, train = load_section(args, "train", {k: getattr(args, k) for k in FLAG_KEYS})
     from training.trainer.launcher import prepare_run, run_training
 
-    prepare_run(train)  # bad input fails here, before Ray starts
+    prepared = prepare_run(train)  # bad input fails here, before Ray starts (and is checked only here)
     if config.ray.num_cpus is None and not (config.ray.address or args.ray_address):
         import os
 
         # The Ray Data readers and decoders need CPUs besides the training workers.
         config.ray.num_cpus = max(os.cpu_count() or 1, int(train.workers * train.cpus_per_worker) + 2)
     with ray_session(config.ray):
-        run_training(train)
+        run_training(train, prepared)
     return 0

@@ -60,6 +60,7 @@ def run_stage(spec: StageSpec, *, dataset: str, tasks: list[ShardTask], cfg: dic
     print(summary_table(spec.name, dataset, counts, seconds, new_rows, skipped + len(carried),
                         len(tasks) + len(carried)), file=stdout, flush=True)
     if failed:
+        failed = sorted(failed, key=lambda t: t.name)  # completion order varies; name order reads well
         names = ", ".join(t.name for t in failed)
         errors_path = records.save_failures(dataset, failed)
         raise sh.StageFailed(f"{spec.name}: {len(failed)} shard(s) failed after {retries + 1} attempts: {names} "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from shards import UserError
+from shards import UserError, iter_shard_batches, list_shards
 from training.data.decode import DecodeBatch
 from training.data.position import DataPosition, normalise, remaining_plan
 from training.data.task import TrainTask
@@ -33,8 +33,6 @@ COLUMNS = ["uid", "caption", "image"]
 
 def list_train_shards(data_dir: str) -> list[str]:
     """The dataset's shard paths (manifest order); UserError naming `data_dir` if there are none."""
-    from shards import list_shards
-
     paths = list_shards(str(data_dir))
     if not paths:
         raise UserError(f"{data_dir}: no shards (expected {data_dir}/shards/part-*.arrow)")
@@ -42,30 +40,18 @@ def list_train_shards(data_dir: str) -> list[str]:
 
 
 def read_shard_rows(plan: pa.Table):
-    """map_batches generator: for each plan row, yield the shard's record batches with its key."""
-    import fsspec
-    import pyarrow.ipc as ipc
-
+    """map_batches generator: for each plan row, yield the shard's record batches (projected to
+    COLUMNS) with its key."""
     for entry in plan.to_pylist():
-        fs, path = fsspec.core.url_to_fs(entry["path"])
-        with fs.open(path, "rb") as f:
-            try:
-                reader = ipc.open_file(f)
-            except pa.ArrowInvalid as e:
-                raise UserError(f"{entry['path']}: not an Arrow shard ({e})") from None
-            missing = [c for c in COLUMNS if c not in reader.schema.names]
-            if missing:
-                raise UserError(f"{entry['path']}: shard has no column {missing[0]!r}")
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i).select(COLUMNS)
-                n = batch.num_rows
-                if n == 0:
-                    continue
-                yield pa.table({
-                    "uid": batch.column(0), "caption": batch.column(1), "image": batch.column(2),
-                    "epoch": pa.array([entry["epoch"]] * n, pa.int64()),
-                    "shard": pa.array([entry["shard"]] * n, pa.int64()),
-                })
+        for batch in iter_shard_batches(entry["path"], COLUMNS):
+            n = batch.num_rows
+            if n == 0:
+                continue
+            yield pa.table({
+                **{name: batch.column(name) for name in COLUMNS},
+                "epoch": pa.array([entry["epoch"]] * n, pa.int64()),
+                "shard": pa.array([entry["shard"]] * n, pa.int64()),
+            })
 
 
 def build_train_dataset(data_dir: str, task: TrainTask, *, start_position: DataPosition | None = None,

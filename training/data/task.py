@@ -11,10 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from shards import UserError
-
-KINDS = ("base", "upsampler", "inpaint", "upsampler-inpaint", "clip")
-# ModelConfig spells the base inpainting kind "base-inpaint"; both mean the same data.
-_ALIASES = {"base-inpaint": "inpaint"}
+from training.model_kind import ModelKind, parse_model_kind
 
 
 @dataclass
@@ -39,7 +36,7 @@ class InpaintMaskSettings:
 class TrainTask:
     """The data side of a training run.
 
-    kind          "base" | "upsampler" | "inpaint" | "upsampler-inpaint" | "clip"
+    kind          a ModelKind (or its string; aliases such as "inpaint" accepted)
     image_size    side of the training image x0 (the upsampler's high resolution)
     low_res_size  side of the conditioning image (upsampler kinds only)
     text_ctx      token sequence length (the model's text_ctx)
@@ -50,7 +47,7 @@ class TrainTask:
     decode_batch_size rows per decode call in the Ray Data map (trades overhead vs latency)
     """
 
-    kind: str = "base"
+    kind: ModelKind = ModelKind.BASE
     image_size: int = 64
     low_res_size: Optional[int] = None
     text_ctx: int = 128
@@ -62,9 +59,7 @@ class TrainTask:
     inpaint: InpaintMaskSettings = field(default_factory=InpaintMaskSettings)
 
     def __post_init__(self) -> None:
-        self.kind = _ALIASES.get(self.kind, self.kind)
-        if self.kind not in KINDS:
-            raise UserError(f"train task: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        self.kind = parse_model_kind(self.kind, "train task: kind")
         if self.image_size < 8:
             raise UserError(f"train task: image_size {self.image_size} is too small (>= 8)")
         if self.is_upsampler:
@@ -78,11 +73,11 @@ class TrainTask:
 
     @property
     def is_upsampler(self) -> bool:
-        return self.kind.startswith("upsampler")
+        return self.kind.super_res
 
     @property
     def is_inpaint(self) -> bool:
-        return self.kind.endswith("inpaint")
+        return self.kind.inpaint
 
     @classmethod
     def for_model(cls, kind: str, model_cfg, **overrides) -> "TrainTask":

@@ -1,9 +1,9 @@
 """GLIDE's noised CLIP: image/text encoders with a contrastive head, trained on noised images x_t.
 
 `create_noised_clip(cfg)` is the factory `training.factory.create_model` calls for `kind: "clip"`.
-Its sizes come from the model config's kind-specific fields (`NoisedClipConfig`); the defaults are the
-released glide-text2im noised CLIP (`configs/models/glide-filtered-clip.json`, from glide's
-`clip/config.yaml`). Inside `with torch.device("meta"):` it allocates nothing.
+Its sizes come from the model config's kind-specific fields (`NoisedClipConfig`, in
+training.noised_clip_config: pydantic, no torch); the defaults are the released glide-text2im noised
+CLIP. Inside `with torch.device("meta"):` it allocates nothing.
 
 State dict: `image_encoder.<glide key>`, `text_encoder.<glide key>` (see `clip_encoders`) and
 `logit_scale` (log of the softmax temperature; glide keeps it fixed at log 100).
@@ -11,113 +11,17 @@ State dict: `image_encoder.<glide key>`, `text_encoder.<glide key>` (see `clip_e
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shards import UserError
 from training.nn.clip_encoders import ImageEncoder, TextEncoder
+from training.noised_clip_config import LOGIT_SCALE_MAX, NoisedClipConfig, noised_clip_config
 
-# The CLIP's sizes that ModelConfig already has as top-level fields: ours -> ModelConfig's.
-TOP_LEVEL_FIELDS = {"image_size": "image_size", "n_vocab": "n_vocab", "max_text_len": "text_ctx",
-                    "n_timesteps": "diffusion_steps", "beta_schedule": "noise_schedule"}
-LOGIT_SCALE_MAX = 100.0  # CLIP's clamp on the learned temperature; glide's fixed value
-CLIP_BPE_VOCAB = 49408  # ids of the CLIP BPE tokenizer (glide's simple_tokenizer, open_clip's)
 CLIP_SOT, CLIP_EOT = 49406, 49407  # its start / end of text ids
-
-
-@dataclass(frozen=True)
-class NoisedClipConfig:
-    """Sizes of the noised CLIP; the defaults are the released glide-text2im model."""
-
-    image_size: int = 64
-    patch_size: int = 4
-    n_vocab: int = 65536  # embedding rows; the CLIP BPE uses the first 49408
-    max_text_len: int = 77  # text context, SOT + up to 75 tokens + EOT, zero padded
-    n_embd: int = 512  # joint embedding width
-    n_head_state_text: int = 64
-    n_head_text: int = 8
-    n_xf_blocks_text: int = 12
-    n_head_state_image: int = 64
-    n_head_image: int = 12
-    n_xf_blocks_image: int = 12
-    n_timesteps: int = 1000  # rows of the timestep table: the diffusion's (unrespaced) steps
-    beta_schedule: str = "squaredcos_cap_v2"  # the noise schedule the model was trained under
-    logit_scale: float = 100.0  # initial exp(logit_scale) (clamped at LOGIT_SCALE_MAX, as in CLIP)
-    learn_logit_scale: bool = False  # glide keeps it fixed
-
-    @classmethod
-    def from_fields(cls, fields: Mapping[str, Any], source: str = "model config") -> "NoisedClipConfig":
-        """Typed construction; an unknown field or a wrong type raises UserError naming it."""
-        defaults = cls()
-        values = {}
-        for key, value in fields.items():
-            if not hasattr(defaults, key):
-                raise UserError(f"{source}: unknown noised-CLIP key {key!r}")
-            want = type(getattr(defaults, key))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise UserError(f"{source}: key {key!r} must be {want.__name__}, got {value!r}")
-            values[key] = value
-        cfg = cls(**values)
-        cfg.validate(source)
-        return cfg
-
-    def validate(self, source: str = "model config") -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-                raise UserError(f"{source}: key {f.name!r} must be positive, got {value}")
-        if self.image_size % self.patch_size:
-            raise UserError(f"{source}: key 'image_size': {self.image_size} is not a multiple of "
-                            f"patch_size {self.patch_size}")
-        if self.logit_scale > LOGIT_SCALE_MAX:
-            raise UserError(f"{source}: key 'logit_scale': {self.logit_scale} exceeds {LOGIT_SCALE_MAX:g}")
-
-    def to_model_config(self):
-        """The ModelConfig (kind "clip", CLIP tokenizer) describing this model."""
-        from training.model_config import ModelConfig
-
-        fields = dataclasses.asdict(self)
-        top = {theirs: fields.pop(ours) for ours, theirs in TOP_LEVEL_FIELDS.items()}
-        return ModelConfig(kind="clip", tokenizer={"type": "clip"}, extra=fields, **top)
-
-
-def noised_clip_config(cfg: Any) -> NoisedClipConfig:
-    """NoisedClipConfig from a ModelConfig of kind "clip", a mapping of its fields, or itself.
-
-    In a ModelConfig, image_size, n_vocab, text_ctx (= max_text_len), diffusion_steps
-    (= n_timesteps) and noise_schedule (= beta_schedule) are its top-level fields, the rest are in
-    `extra`.
-    """
-    if isinstance(cfg, NoisedClipConfig):
-        return cfg
-    if isinstance(cfg, Mapping):
-        return NoisedClipConfig.from_fields(cfg)
-    source = "model config (kind clip)"
-    if getattr(cfg, "kind", None) != "clip":
-        raise UserError(f"{source}: kind is {getattr(cfg, 'kind', None)!r}, expected 'clip'")
-    extra = dict(cfg.extra or {})
-    for key in extra:
-        if key in TOP_LEVEL_FIELDS or key in TOP_LEVEL_FIELDS.values():
-            raise UserError(f"{source}: key 'extra.{key}': set it as the top-level key "
-                            f"{TOP_LEVEL_FIELDS.get(key, key)!r}")
-    fields = {ours: getattr(cfg, theirs) for ours, theirs in TOP_LEVEL_FIELDS.items()}
-    fields.update(extra)
-    clip_cfg = NoisedClipConfig.from_fields(fields, source)
-    if cfg.tokenizer.get("type") != "clip":
-        raise UserError(f"{source}: key 'tokenizer.type': the noised CLIP reads CLIP BPE ids, "
-                        f"set {{\"type\": \"clip\"}}")
-    if clip_cfg.n_vocab < CLIP_BPE_VOCAB:
-        raise UserError(f"{source}: key 'n_vocab': {clip_cfg.n_vocab} is smaller than the CLIP "
-                        f"tokenizer's {CLIP_BPE_VOCAB} ids")
-    return clip_cfg
 
 
 def clip_tokens_and_mask(tokenizer: Any, texts: Sequence[str], text_ctx: int

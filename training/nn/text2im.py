@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from training.model_kind import ModelKind
 from training.nn.layers import LayerNorm32, convert_modules
 from training.nn.text_transformer import Transformer
 from training.nn.unet import UNetModel
@@ -163,8 +164,8 @@ class SuperResInpaintText2ImUNet(Text2ImUNet):
 
 
 VARIANTS = {
-    "base": Text2ImUNet,
-    "upsampler": SuperResText2ImUNet,
-    "base-inpaint": InpaintText2ImUNet,
-    "upsampler-inpaint": SuperResInpaintText2ImUNet,
+    ModelKind.BASE: Text2ImUNet,
+    ModelKind.UPSAMPLER: SuperResText2ImUNet,
+    ModelKind.BASE_INPAINT: InpaintText2ImUNet,
+    ModelKind.UPSAMPLER_INPAINT: SuperResInpaintText2ImUNet,
 }

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from training.diffusion.gaussian_diffusion import GaussianDiffusion, ModelFn
-from training.sampling.samplers import sample_loop
+from training.sampling.samplers import ProgressArg, sample_loop
 
 INPAINT_MODES = ("finetuned", "replace")
 
@@ -56,7 +56,7 @@ def replace_known_region(diffusion: GaussianDiffusion, image: torch.Tensor, keep
 
 def inpaint(diffusion: GaussianDiffusion, model_fn: ModelFn, image: torch.Tensor, keep_mask: torch.Tensor, *,
             mode: str = "finetuned", method: str = "ddpm", generator: Optional[torch.Generator] = None,
-            progress: bool = False, **loop_kwargs) -> torch.Tensor:
+            progress: ProgressArg = False, **loop_kwargs) -> torch.Tensor:
     """Fill the region where keep_mask is 0. image [N,3,H,W] in [-1, 1]; keep_mask [N,1,H,W].
 
     For mode "finetuned", build model_fn with `**inpaint_model_kwargs(image, keep_mask)` as image
@@ -99,7 +99,7 @@ def sdedit_start_step(diffusion: GaussianDiffusion, *, strength: Optional[float]
 
 
 def sdedit(diffusion: GaussianDiffusion, model_fn: ModelFn, image: torch.Tensor, *, start_step: int,
-           method: str = "ddpm", generator: Optional[torch.Generator] = None, progress: bool = False,
+           method: str = "ddpm", generator: Optional[torch.Generator] = None, progress: ProgressArg = False,
            **loop_kwargs) -> torch.Tensor:
     """SDEdit: x_start = q_sample(image, start_step), then denoise to x_0. image [N,3,H,W] in [-1, 1]."""
     t = torch.full((image.shape[0],), start_step, device=image.device, dtype=torch.long)

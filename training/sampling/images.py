@@ -25,6 +25,19 @@ def _open(path) -> Image.Image:
         raise UserError(f"{path}: cannot read image: {e}") from None
 
 
+def as_pil(source) -> Image.Image:
+    """An image file path, a PIL image, or an array ([H, W, 3] / [H, W]; uint8, or bool / floats in
+    [0, 1] as black..white) -> PIL image. Arrays let a caller (evaluation) pass decoded images."""
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.dtype == bool or np.issubdtype(array.dtype, np.floating):
+            array = (np.clip(array.astype(np.float32), 0, 1) * 255).round()
+        return Image.fromarray(array.astype(np.uint8))
+    return _open(source)
+
+
 def _center_square(image: Image.Image, size: int) -> Image.Image:
     w, h = image.size
     side = min(w, h)
@@ -32,17 +45,18 @@ def _center_square(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
 
 
-def load_image(path, size: int) -> torch.Tensor:
-    """An image file, centre-cropped to a square and resized to size x size: [1, 3, size, size] in [-1, 1]."""
-    image = _center_square(_open(path).convert("RGB"), size)
+def load_image(source, size: int) -> torch.Tensor:
+    """An image (`as_pil`'s inputs), centre-cropped to a square and resized to size x size:
+    [1, 3, size, size] in [-1, 1]."""
+    image = _center_square(as_pil(source).convert("RGB"), size)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
 
 
-def load_regenerate_mask(path, size: int) -> torch.Tensor:
-    """A mask image where WHITE (> 50% grey) marks pixels to regenerate -> [1, 1, size, size] {0, 1}
-    (1 = regenerate). An alpha channel, if present, is ignored; use black/white images."""
-    image = _center_square(_open(path).convert("L"), size)
+def load_regenerate_mask(source, size: int) -> torch.Tensor:
+    """A mask image (`as_pil`'s inputs) where WHITE (> 50% grey) marks pixels to regenerate ->
+    [1, 1, size, size] {0, 1} (1 = regenerate). An alpha channel, if present, is ignored."""
+    image = _center_square(as_pil(source).convert("L"), size)
     array = (np.asarray(image, dtype=np.float32) > 127.5).astype(np.float32)
     return torch.from_numpy(array)[None, None]
 

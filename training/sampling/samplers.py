@@ -7,19 +7,36 @@ The loop runs under torch.inference_mode (or no_grad when a cond_fn needs autogr
 timestep tensors on the device, and never reads a tensor back to the host, so GPU steps queue
 without syncs. Editing (editing.py) hooks in through `denoised_fn` (pins pred_xstart),
 `post_step_fn` (rewrites x after a step) and `start_step` (start part-way, from a noised image).
+Progress (`progress=`): False/None for none, True for a `shards.Progress` of this loop's steps, or
+a caller's Progress that the loop only advances (a session counts all its loops on one line).
 """
 from __future__ import annotations
 
-import sys
-from typing import Callable, Iterator, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 
+from shards import Progress
 from training.diffusion.gaussian_diffusion import CondFn, GaussianDiffusion, ModelFn
 
 METHODS = ("ddpm", "ddim")
 # post_step_fn(x_prev, i) -> x_prev: called after step i (x_prev is at index i - 1; i == 0: x_0).
 PostStepFn = Callable[[torch.Tensor, int], torch.Tensor]
+ProgressArg = Union[bool, Progress, None]
+
+
+@contextmanager
+def step_progress(progress: ProgressArg, desc: str, total: int) -> Iterator[Optional[Progress]]:
+    """The Progress to advance once per step: the caller's (left open), a new one closed at the end
+    (progress=True), or None."""
+    if isinstance(progress, Progress):
+        yield progress
+    elif progress:
+        with Progress(desc, total, unit="steps") as own:
+            yield own
+    else:
+        yield None
 
 
 def sample_loop_progressive(
@@ -38,7 +55,7 @@ def sample_loop_progressive(
     post_step_fn: Optional[PostStepFn] = None,
     device=None,
     generator: Optional[torch.Generator] = None,
-    progress: bool = False,
+    progress: ProgressArg = False,
     desc: str = "sampling",
 ) -> Iterator[dict]:
     """Yield {"sample", "pred_xstart", "step"} after each step, from step `start_step` down to 0.
@@ -59,14 +76,10 @@ def sample_loop_progressive(
 
     grad_needed = cond_fn is not None  # inference tensors cannot enter autograd
     context = torch.no_grad() if grad_needed else torch.inference_mode()
-    steps = range(start, -1, -1)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc=desc, unit="step", file=sys.stderr, leave=False)
-    with context:
+    with context, step_progress(progress, desc, start + 1) as bar:
         x = noise.to(device) if noise is not None else randn(shape)
         n = x.shape[0]
-        for i in steps:
+        for i in range(start, -1, -1):
             t = torch.full((n,), i, device=device, dtype=torch.long)
             if method == "ddpm":
                 out = diffusion.p_sample(model_fn, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs,
@@ -77,6 +90,8 @@ def sample_loop_progressive(
             x = out["sample"]
             if post_step_fn is not None:
                 x = post_step_fn(x, i)
+            if bar is not None:
+                bar.update()
             yield {"sample": x, "pred_xstart": out["pred_xstart"], "step": i}
 
 
@@ -89,22 +104,21 @@ def sample_loop(diffusion: GaussianDiffusion, model_fn: ModelFn, shape, **kwargs
 
 
 def ddim_encode(diffusion: GaussianDiffusion, model_fn: ModelFn, x0: torch.Tensor, *, model_kwargs=None,
-                clip_denoised: bool = False, progress: bool = False) -> torch.Tensor:
+                clip_denoised: bool = False, progress: ProgressArg = False) -> torch.Tensor:
     """Run the deterministic DDIM ODE forwards: image x_0 -> its latent at the last step.
 
     The image stands for x at step 0 (abar_0 ~ 1); steps 0..T-2 each move one level up, so the
     result sits where sampling starts. Sampling it back with method="ddim", eta=0 reproduces x0
     up to discretisation error.
     """
-    steps = range(diffusion.num_timesteps - 1)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="ddim encode", unit="step", file=sys.stderr, leave=False)
-    with torch.inference_mode():
+    total = diffusion.num_timesteps - 1
+    with torch.inference_mode(), step_progress(progress, "ddim encode", total) as bar:
         x = x0
-        for i in steps:
+        for i in range(total):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             x = diffusion.ddim_reverse_sample(model_fn, x, t, clip_denoised, None, model_kwargs)["sample"]
+            if bar is not None:
+                bar.update()
     return x
 
 

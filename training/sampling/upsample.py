@@ -12,7 +12,7 @@ import torch
 
 from training.diffusion.gaussian_diffusion import GaussianDiffusion
 from training.sampling.guidance import TextConditioned, encode_prompts
-from training.sampling.samplers import sample_loop
+from training.sampling.samplers import ProgressArg, sample_loop
 
 DEFAULT_TEMPERATURE = 0.997
 DEFAULT_RESPACING = "fast27"
@@ -25,7 +25,7 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
 
 def upsample(model, diffusion: GaussianDiffusion, tokenizer, prompts: Sequence[str], low_res: torch.Tensor, *,
              temperature: float = DEFAULT_TEMPERATURE, method: str = "ddpm",
-             generator: Optional[torch.Generator] = None, progress: bool = False,
+             generator: Optional[torch.Generator] = None, progress: ProgressArg = False,
              denoised_fn=None, **image_kwargs) -> torch.Tensor:
     """Upsample low_res [N,3,h,w] (in [-1, 1]) for captions `prompts` [N] -> [N,3,S,S], S = model.image_size.
 

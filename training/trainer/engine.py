@@ -63,8 +63,6 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
         "steps_per_print": 10**12,  # our own metrics, not DeepSpeed's prints
         "wall_clock_breakdown": False,
     }
-    if cfg.activation_checkpointing:
-        ds["activation_checkpointing"] = {"partition_activations": False, "contiguous_memory_optimization": False}
     return ds
 
 
@@ -90,14 +88,25 @@ def build_engine(model, cfg: TrainConfig):
     import deepspeed
     import torch
 
-    if cfg.activation_checkpointing and hasattr(model, "use_checkpoint"):
-        model.use_checkpoint = True
+    if cfg.activation_checkpointing:
+        enable_activation_checkpointing(model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                   eps=cfg.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, cfg))
     engine, _, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                    config=deepspeed_config(cfg))
     return engine, scheduler
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute every UNet block and text-transformer layer in the backward pass (torch's
+    checkpoint, in the model's own forward: DeepSpeed's activation_checkpointing config only
+    affects its own checkpointing API, which these models do not call)."""
+    owners = [m for m in model.modules() if hasattr(m, "use_checkpoint")]
+    if not owners:
+        raise UserError(f"train.activation_checkpointing: a {type(model).__name__} has no checkpointed blocks")
+    for module in owners:
+        module.use_checkpoint = True
 
 
 def init_distributed() -> None:

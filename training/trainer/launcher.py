@@ -6,28 +6,32 @@
     RUN/metrics.jsonl               every logged step, one JSON object a line
     RUN/train-config.json           the resolved TrainConfig and model config of the last start
 
-Rerunning the same command resumes from the newest checkpoint (verified first); Ray Train's
-FailureConfig restarts the workers from the newest checkpoint when one dies. Errors from the
-workers come back as one line: a worker's UserError is re-raised here as a UserError.
+Rerunning the same command resumes from the newest checkpoint: the driver checks its manifests and
+sizes, each worker hashes its own files before loading (checkpointing.py), so every file is hashed
+once. Ray Train's FailureConfig restarts the workers from the newest checkpoint when one dies.
+Errors from the workers come back as one line: a worker's UserError is re-raised here as a UserError.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
 from pathlib import Path
 
-from shards import UserError
+from shards import UserError, write_json_atomic
 from training.trainer.config import TrainConfig
 
 
 def prepare_run(cfg: TrainConfig) -> dict:
-    """Everything checked before Ray starts: paths, precision, model config, init weights, resume point."""
+    """Everything checked before Ray starts: paths, precision, model config, init weights, resume point.
+
+    Call it once per run and hand the result to `run_training`: it hashes the `--init` files and
+    the resume state, which nothing after it hashes again."""
     cfg = cfg.for_kind()
-    from training.trainer.checkpointing import latest_checkpoint_dir, read_rank_state, verify_checkpoint
+    from training.trainer.checkpointing import (latest_checkpoint_dir, inspect_checkpoint, read_verified_rank_state,
+                                                state_name)
     from training.trainer.engine import check_precision
-    from training.trainer.model_setup import resolve_model_config, tokenizer_base_dir
+    from training.trainer.model_setup import resolve_model_config, tokenizer_base_dir, verify_init_checkpoint
 
     if not cfg.data:
         raise UserError("glide train: --data DATASET is required (or train.data in the config)")
@@ -41,43 +45,21 @@ def prepare_run(cfg: TrainConfig) -> dict:
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{cfg.output}: exists and is not a folder")
     model_cfg = resolve_model_config(cfg)
-    if cfg.init:
-        from training.checkpoint import checkpoint_info
-
-        checkpoint_info(cfg.init, verify=True)  # a damaged --init fails here, naming the file
-    resume_dir, start_step, position = None, 0, None
+    resume_dir, start_step, position, verified = None, 0, None, []
     latest = latest_checkpoint_dir(run_dir)
     if latest is not None:
-        info = verify_checkpoint(latest)
-        if info["world_size"] != cfg.workers:
-            raise UserError(f"{latest}: written by {info['world_size']} workers; resume with "
-                            f"--workers {info['world_size']} (asked for {cfg.workers})")
-        state = read_rank_state(latest, 0)
+        listing = inspect_checkpoint(latest)
+        if listing.world_size != cfg.workers:
+            raise UserError(f"{latest}: written by {listing.world_size} workers; resume with "
+                            f"--workers {listing.world_size} (asked for {cfg.workers})")
+        state = read_verified_rank_state(listing, 0)
         resume_dir, start_step, position = str(latest), int(state["step"]), state.get("position")
+        verified = [str((latest / state_name(0)).resolve())]
+    if cfg.init:
+        verify_init_checkpoint(cfg.init, resuming=resume_dir is not None)  # a damaged --init fails here
     return {"data_dir": data_dir, "run_dir": run_dir, "model_cfg": model_cfg, "resume_dir": resume_dir,
-            "start_step": start_step, "position": position, "tokenizer_dir": tokenizer_base_dir(cfg)}
-
-
-def dataset_rows(data_dir: str) -> int:
-    """Rows of the dataset (manifest counts when present, else the shards' footers)."""
-    import fsspec
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    import shards
-
-    manifest = shards.read_manifest(data_dir, missing_ok=True)
-    if manifest and all("rows" in s for s in manifest.get("shards", [])) and manifest.get("shards"):
-        return sum(int(s["rows"]) for s in manifest["shards"])
-    total = 0
-    for path in shards.list_shards(data_dir):
-        fs, p = fsspec.core.url_to_fs(path)
-        with fs.open(p, "rb") as f:
-            try:
-                total += ipc.open_file(f).count_rows()
-            except (pa.ArrowInvalid, OSError) as e:
-                raise UserError(f"{path}: not an Arrow shard ({e})") from None
-    return total
+            "verified": verified, "start_step": start_step, "position": position,
+            "tokenizer_dir": tokenizer_base_dir(cfg)}
 
 
 def epochs_needed(cfg: TrainConfig, rows: int, start_step: int) -> int:
@@ -89,9 +71,12 @@ def epochs_needed(cfg: TrainConfig, rows: int, start_step: int) -> int:
     return max(1, math.ceil(needed / rows) + 1)
 
 
-def run_training(cfg: TrainConfig, *, stream=None) -> dict:
-    """Train as `cfg` says (Ray must be initialised); returns {"step", "run_dir", "export"}."""
+def run_training(cfg: TrainConfig, run: dict | None = None, *, stream=None) -> dict:
+    """Train as `cfg` says (Ray must be initialised); returns {"step", "run_dir", "export"}.
+
+    run: `prepare_run(cfg)`'s result when the caller checked the inputs before starting Ray."""
     import ray
+    import shards
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
@@ -100,31 +85,32 @@ def run_training(cfg: TrainConfig, *, stream=None) -> dict:
     from training.model_info import model_info
     from training.trainer.checkpointing import CHECKPOINTS_DIR
     from training.trainer.loop import train_worker
-    from training.trainer.metrics import ProgressPrinter
+    from training.trainer.metrics import DriverProgress
     from training.trainer.model_setup import train_task
 
     stream = stream or sys.stderr
     cfg = cfg.for_kind()
-    run = prepare_run(cfg)
+    run = run if run is not None else prepare_run(cfg)
     run_dir: Path = run["run_dir"]
     run_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = run["model_cfg"]
     if run["start_step"] >= cfg.max_steps:
         print(f"train: {run_dir} is already at step {run['start_step']} (max_steps {cfg.max_steps})", file=stream)
         return {"step": run["start_step"], "run_dir": str(run_dir), "export": _latest_export(run_dir)}
-    (run_dir / "train-config.json").write_text(json.dumps(
-        {"train": cfg.model_dump(mode="json"), "model": model_cfg.to_dict()}, indent=2) + "\n")
+    write_json_atomic(str(run_dir / "train-config.json"),
+                      {"train": cfg.model_dump(mode="json"), "model": model_cfg.to_dict()})
 
     task = train_task(cfg, model_cfg)
     start = DataPosition.from_dict(run["position"]) if run["position"] else None
-    epochs = epochs_needed(cfg, dataset_rows(run["data_dir"]), run["start_step"])
+    epochs = epochs_needed(cfg, shards.dataset_rows(run["data_dir"]), run["start_step"])
     dataset = build_train_dataset(run["data_dir"], task, start_position=start, num_epochs=epochs)
     flops = model_info(model_cfg).flops_per_image
 
     queue = Queue(maxsize=10_000)
     loop_config = {"train": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "run_dir": str(run_dir),
-                   "resume_dir": run["resume_dir"], "tokenizer_dir": run["tokenizer_dir"],
-                   "init": None if run["resume_dir"] else cfg.init, "flops_per_image": flops, "queue": queue}
+                   "resume_dir": run["resume_dir"], "verified": run["verified"],
+                   "tokenizer_dir": run["tokenizer_dir"], "init": None if run["resume_dir"] else cfg.init,
+                   "flops_per_image": flops, "queue": queue}
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
@@ -142,7 +128,7 @@ def run_training(cfg: TrainConfig, *, stream=None) -> dict:
     where = f"resuming at step {run['start_step']}" if run["resume_dir"] else "from scratch"
     print(f"train: {cfg.kind} ({model_cfg.kind}, {model_cfg.image_size}px) on {cfg.workers} worker(s), "
           f"ZeRO-{cfg.zero_stage}, {cfg.precision}, {where} -> {run_dir}", file=stream, flush=True)
-    printer = ProgressPrinter(queue, cfg.max_steps, stream).start()
+    printer = DriverProgress(queue, cfg.max_steps, run["start_step"], stream).start()
     try:
         trainer.fit()
     except Exception as e:  # Ray wraps worker errors; bring back one line

@@ -35,7 +35,8 @@ class Trainer:
     """One rank's model, DeepSpeed engine, EMA, diffusion and step counter."""
 
     def __init__(self, cfg: TrainConfig, model_cfg, *, device: torch.device, init: str | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 verify_init: bool = True, rank: int = 0, world_size: int = 1):
+        """init: checkpoint to start from; verify_init=False where the driver verified it already."""
         from training.diffusion import create_diffusion
         from training.factory import create_model
         from training.trainer.ema import ParameterEMA
@@ -48,13 +49,13 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         model = create_model(model_cfg, device=device)
         if init:
-            load_initial_weights(model, init, model_cfg)
+            load_initial_weights(model, init, model_cfg, verify=verify_init)
         model.train()
         self.scalar_params = promote_scalar_parameters(model)
         self.diffusion = create_diffusion(model_cfg, timestep_respacing="")
         self.engine, self.scheduler = build_engine(model, cfg)
         self.ema = ParameterEMA(self.engine.module, cfg.ema_rate)
-        self.loss_fn = step_loss_fn(cfg.kind, cfg.p2_gamma, cfg.p2_k)  # cfg resolved per kind (launcher)
+        self.loss_fn = step_loss_fn(cfg.kind, cfg.p2_gamma, cfg.p2_k, cfg.clip_mode)  # cfg resolved per kind (launcher)
         self.step = 0
         self.images_seen = 0
 
@@ -91,21 +92,6 @@ class Trainer:
         reported = self.engine.get_global_grad_norm()
         stats["grad_norm"] = float(reported) if reported is not None else grad_norm
         return stats
-
-    @torch.no_grad()
-    def evaluate(self, batch: dict, seed: int = 0) -> float:
-        """Mean loss on `batch` at timesteps and noise fixed by `seed` (no update): comparable across steps.
-
-        Collective under ZeRO-3 (the forward gathers parameters): every rank calls it.
-        """
-        was_training = self.engine.module.training
-        self.engine.module.eval()
-        try:
-            gen = torch.Generator().manual_seed(seed)
-            out = self.loss_fn(self.model_fn, self.diffusion, batch, gen, self.device)
-        finally:
-            self.engine.module.train(was_training)
-        return float(out["loss"])
 
     def export_state(self) -> tuple[dict, dict]:
         """(raw float32 weights, EMA weights), whole tensors keyed and shaped like the model's state
@@ -184,8 +170,9 @@ def _collective_device() -> torch.device:
 # ---------------------------------------------------------------------------------------------
 def train_worker(config: dict) -> None:
     """Ray Train's train_loop_per_worker. config: {"train": TrainConfig dict, "model": ModelConfig
-    dict, "run_dir", "resume_dir" (driver's newest verified checkpoint or None), "tokenizer_dir",
-    "flops_per_image", "queue" (progress to the driver, or None)}."""
+    dict, "run_dir", "resume_dir" (driver's newest checkpoint or None), "verified" (files in it the
+    driver hashed), "init" (verified by the driver), "tokenizer_dir", "flops_per_image", "queue"
+    (progress to the driver, or None)}."""
     from training.trainer.engine import select_accelerator
 
     device_type = select_accelerator()  # before DeepSpeed is imported
@@ -210,13 +197,16 @@ def train_worker(config: dict) -> None:
     model_cfg = ModelConfig.from_dict(config["model"], source="model config")
     run_dir = Path(config["run_dir"])
 
-    trainer = Trainer(cfg, model_cfg, device=device, init=config.get("init"), rank=rank, world_size=world)
-    state = _resume(trainer, config.get("resume_dir"), ray.train.get_checkpoint(), rank, world, run_dir)
+    trainer = Trainer(cfg, model_cfg, device=device, init=config.get("init"), verify_init=False, rank=rank,
+                      world_size=world)
+    state, checked = _resume(trainer, config.get("resume_dir"), ray.train.get_checkpoint(), rank, world, run_dir,
+                             frozenset(config.get("verified") or ()))
     start = DataPosition.from_dict(state.get("position")) if state else None
 
     writer = MetricsWriter(run_dir, config.get("queue")) if rank == 0 else None
     if writer and state:
-        writer.send({"event": f"resumed from step {trainer.step} (data position {state.get('position')})"})
+        writer.send({"event": f"resumed from step {trainer.step} (data position {state.get('position')}); "
+                              f"{verification_summary(checked)}"})
     peak = device_peak_tflops(device_type, cfg.precision, cfg.peak_tflops)
     flops_per_image = config.get("flops_per_image") or 0
     tokenizer = training_tokenizer(model_cfg, config.get("tokenizer_dir"))
@@ -272,30 +262,41 @@ def _barrier() -> None:
 
 
 def _resume(trainer: Trainer, resume_dir: str | None, ray_checkpoint, rank: int, world: int,
-            run_dir: Path) -> dict:
+            run_dir: Path, verified: frozenset) -> tuple[dict, list[dict]]:
     """Load the newest of: the driver's checkpoint, Ray Train's latest (after a worker restart) and
-    the newest complete one in RUN/checkpoints (reported, but a worker died before Ray took note)."""
-    from training.trainer.checkpointing import latest_checkpoint_dir, load_training_checkpoint, verify_checkpoint
+    the newest complete one in RUN/checkpoints (reported, but a worker died before Ray took note).
 
-    candidates = []
+    Candidates are compared by their manifests' step (no hashing); only the one loaded is verified,
+    each rank hashing its own files (checkpointing.load_training_checkpoint). Returns (this rank's
+    state, every rank's verification figures), ({}, []) for a fresh start."""
+    from training.trainer.checkpointing import latest_checkpoint_dir, load_training_checkpoint, read_checkpoint_listing
+
     newest = latest_checkpoint_dir(run_dir)
-    for path in {resume_dir, str(newest) if newest else None} - {None}:
-        candidates.append((verify_checkpoint(path)["step"], path, None))
+    # On equal steps the driver's checkpoint wins: its state-rank0.json is verified already.
+    paths = [p for p in dict.fromkeys([resume_dir, str(newest) if newest else None]) if p]
+    candidates = [(read_checkpoint_listing(p).step, -i, p, None) for i, p in enumerate(paths)]
     if ray_checkpoint is not None:
         with ray_checkpoint.as_directory() as d:
             if any(Path(d).glob("manifest-rank*.json")):
-                candidates.append((verify_checkpoint(d)["step"], None, ray_checkpoint))
+                candidates.append((read_checkpoint_listing(d).step, -len(paths), None, ray_checkpoint))
     if not candidates:
-        return {}
-    _, path, ckpt = max(candidates, key=lambda c: c[0])
+        return {}, []
+    _, _, path, ckpt = max(candidates, key=lambda c: c[:2])
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = load_training_checkpoint(Path(d), trainer.engine, trainer.ema, rank, world)
+            state, checked = load_training_checkpoint(Path(d), trainer.engine, trainer.ema, rank, world, verified)
     else:
-        state = load_training_checkpoint(Path(path), trainer.engine, trainer.ema, rank, world)
+        state, checked = load_training_checkpoint(Path(path), trainer.engine, trainer.ema, rank, world, verified)
     trainer.step = int(state["step"])
     trainer.images_seen = int(state.get("images_seen", 0))
-    return state
+    return state, checked
+
+
+def verification_summary(checked: list[dict]) -> str:
+    """One clause for the console: what each rank hashed before loading."""
+    ranks = ", ".join(f"rank {r} {c['files']} files {c['bytes'] / 1e6:.1f} MB" for r, c in enumerate(checked))
+    seconds = max((c["seconds"] for c in checked), default=0.0)
+    return f"verified {ranks} in {seconds:.1f}s"
 
 
 def _save(trainer: Trainer, run_dir: Path, position, cfg: TrainConfig, rank: int, world: int, config: dict,
@@ -317,6 +318,8 @@ def _save(trainer: Trainer, run_dir: Path, position, cfg: TrainConfig, rank: int
     del raw, ema
     state = {"step": step, "position": position.to_dict(), "images_seen": trainer.images_seen,
              "corrupt_rows": getattr(batches, "corrupt_rows", 0)}
+    # A fresh private folder, handed whole to Ray Train, which copies it into RUN/checkpoints/step-N
+    # (the step counts only once complete.json is there): no per-file atomic writes needed inside.
     tmp = Path(tempfile.mkdtemp(prefix=f"glide-ckpt-r{rank}-"))
     save_training_checkpoint(tmp, trainer.engine, trainer.ema, state, rank, world)
     report = {"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}

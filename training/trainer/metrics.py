@@ -1,17 +1,18 @@
-"""Training metrics: device peak FLOP/s for MFU, rank 0's metric files, the driver's progress lines.
+"""Training metrics: device peak FLOP/s for MFU, rank 0's metric files, the driver's console.
 
 Rank 0 writes every logged step to RUN/metrics.jsonl (one JSON object a line) and to TensorBoard
 event files in RUN/tensorboard/, and sends it to the driver through a Ray queue; the driver prints
-one progress line per logged step (`ProgressPrinter`).
+one metrics line per logged step under the project's one progress reporter (`DriverProgress`).
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
+
+from shards import Progress
 
 # Dense half-precision (bf16/fp16) tensor-core peaks, TFLOP/s, and float32 (TF32 where it exists).
 _GPU_PEAK_TFLOPS = {
@@ -103,18 +104,36 @@ def format_progress(record: dict, max_steps: int) -> str:
     return "train: " + "  ".join(parts)
 
 
-class ProgressPrinter:
-    """Driver-side thread: prints the records rank 0 puts on `queue` until `stop()`."""
+class DriverProgress:
+    """Driver-side thread: what rank 0 puts on `queue`, on the console until `stop()`.
 
-    def __init__(self, queue, max_steps: int, stream=None):
+    A shards.Progress counts optimizer steps: a tqdm bar on a terminal, else a plain line every
+    `interval` seconds (step/max_steps, steps/s, ETA, loss, img/s), never carriage-return redraws.
+    Each logged step's metrics line and each event ("resumed", "saved") is printed above it.
+    """
+
+    def __init__(self, queue, max_steps: int, start_step: int = 0, stream=None, interval: float = 10.0):
         self.queue, self.max_steps = queue, max_steps
-        self.stream = stream or sys.stderr
+        self.progress = Progress("train", total=max_steps, unit="steps", stream=stream, interval=interval,
+                                 initial=start_step)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="train-progress", daemon=True)
 
-    def start(self) -> "ProgressPrinter":
+    def start(self) -> "DriverProgress":
         self._thread.start()
         return self
+
+    def show(self, record: dict) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(format_progress(record, self.max_steps), file=self.progress.stream)  # above a bar, if any
+        if record.get("event") or "step" not in record:
+            return
+        fields = {"loss": f"{record['loss']:.4f}"} if isinstance(record.get("loss"), float) else {}
+        if isinstance(record.get("images_per_s"), (int, float)):
+            fields["img/s"] = f"{record['images_per_s']:.1f}"
+        self.progress.note(**fields)
+        self.progress.set(int(record["step"]))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -128,13 +147,14 @@ class ProgressPrinter:
         except Exception:  # queue.Empty, or the queue actor is gone at shutdown
             return
         for record in records:
-            print(format_progress(record, self.max_steps), file=self.stream, flush=True)
+            self.show(record)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
             while not self.queue.empty():
-                print(format_progress(self.queue.get_nowait(), self.max_steps), file=self.stream, flush=True)
+                self.show(self.queue.get_nowait())
         except Exception:
             pass
+        self.progress.close()

@@ -1,0 +1,1 @@
+"""The named model configs, `<name>.json`, shipped as package data (read by training.model_config)."""
