@@ -158,18 +158,10 @@ class PipelineConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-def _format_loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc)
-
-
 def _validation_error(err: ValidationError, source: str) -> UserError:
-    first = err.errors()[0]
-    key = _format_loc(first["loc"])
-    if first["type"] == "extra_forbidden":
-        return UserError(f"{source}: unknown config key '{key}'")
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return UserError(f"{source}: config key '{key}': {first['msg']}{shown}")
+    from training.config_errors import user_error  # the one wording of config errors (model configs too)
+
+    return user_error(err, source, noun="config key")
 
 
 def load_config(path: str | os.PathLike | None) -> PipelineConfig:

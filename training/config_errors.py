@@ -16,18 +16,19 @@ from shards import UserError
 
 
 def user_error(err: ValidationError, source: str,
-               key_name: Optional[Callable[[str], str]] = None) -> UserError:
+               key_name: Optional[Callable[[str], str]] = None, noun: str = "key") -> UserError:
     """The first error of `err` as a UserError naming `source` and the key.
 
     key_name maps a dotted field path to the name the user wrote (e.g. the noised CLIP's
-    "max_text_len" is the model config's "text_ctx").
+    "max_text_len" is the model config's "text_ctx"). noun: what a key is called ("config key" in
+    pipeline configs, whose keys are dotted section paths).
     """
     first = err.errors(include_url=False)[0]
     key = ".".join(str(part) for part in first["loc"])
     if key and key_name is not None:
         key = key_name(key)
     if first["type"] == "extra_forbidden":
-        return UserError(f"{source}: unknown key '{key}'")
+        return UserError(f"{source}: unknown {noun} '{key}'")
     message = first["msg"]
     if first["type"] == "value_error":  # our own checks: the message already names its key
         message = message.removeprefix("Value error, ")
@@ -35,4 +36,4 @@ def user_error(err: ValidationError, source: str,
         return UserError(f"{source}: {message}")
     value = first.get("input")
     shown = "" if isinstance(value, (dict, list)) or first["type"] == "missing" else f" (got {value!r})"
-    return UserError(f"{source}: key '{key}': {message}{shown}")
+    return UserError(f"{source}: {noun} '{key}': {message}{shown}")

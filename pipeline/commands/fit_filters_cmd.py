@@ -14,7 +14,7 @@ def register(subparsers, common) -> None:
         description="Fit one RBF-SVM per filter (people, violence, hate, ...) on the labelled pairs' CLIP "
                     "embeddings: C and gamma by stratified cross-validation on the training split, then the "
                     "threshold tuned on held-out positives so the false-negative rate is under the target with "
-                    "95%% confidence (Clopper-Pearson). Writes FILTERS (safetensors + JSON, no pickle) and "
+                    "95% confidence (Clopper-Pearson). Writes FILTERS (safetensors + JSON, no pickle) and "
                     "FILTERS/report/index.html.",
     )
     p.add_argument("--labels", required=True, metavar="LABELS_OR_DB",
