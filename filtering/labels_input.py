@@ -1,7 +1,7 @@
 """Read the human labels fit-filters learns from: a file, or the labels database.
 
     LABELS   a CSV, Arrow IPC (.arrow/.feather) or Parquet file with columns uid, filter, label
-             (label: true/false, 1/0, yes/no), or a database: an SQLAlchemy URL (sqlite:///labels.db,
+             (label: yes/no/skip, true/false, 1/0; as `glide label import` reads it), or a database: an SQLAlchemy URL (sqlite:///labels.db,
              postgresql://...) or a .db/.sqlite file, read through filtering.labels.store.LabelStore.
 
 A pair labelled more than once for a filter (several raters) counts as positive if anyone said
@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import shards as sh
-from filtering.filter_files import CANONICAL_ORDER, check_filter_name
+from filtering.filter_files import check_filter_name
 
-TRUE = {"true", "1", "yes", "y", "t"}
-FALSE = {"false", "0", "no", "n", "f"}
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
@@ -60,68 +58,19 @@ def read_labels(source: str, filters: Optional[list[str]] = None) -> Labels:
     return Labels(by_filter=by_filter, source=source, conflicts=conflicts)
 
 
-def _parse_label(value, source: str, row: int) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in TRUE:
-        return True
-    if text in FALSE:
-        return False
-    raise sh.UserError(f"{source}: row {row}: label {str(value)[:40]!r} is not true/false")
-
-
-def _read_table(source: str):
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.ipc as ipc
-    import pyarrow.parquet as pq
-
-    fs, p = sh.url_to_fs(source)
-    if not fs.exists(p) or fs.isdir(p):
-        raise sh.UserError(f"{source}: labels file not found")
-    suffix = os.path.splitext(p.lower().removesuffix(".gz"))[1]
-    try:
-        with fs.open(p, "rb", compression="infer") as f:
-            data = f.read()
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(pa.BufferReader(data))
-        if suffix in (".arrow", ".feather", ".ipc"):
-            return ipc.open_file(pa.BufferReader(data)).read_all()
-        if suffix in (".csv", ".tsv"):
-            parse = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
-            convert = pacsv.ConvertOptions(column_types={"uid": pa.string(), "filter": pa.string(),
-                                                         "label": pa.string()})
-            return pacsv.read_csv(pa.BufferReader(data), parse_options=parse, convert_options=convert)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise sh.UserError(f"{source}: not a readable labels file ({str(e).splitlines()[0][:160]})") from None
-    raise sh.UserError(f"{source}: labels must be .csv, .tsv, .arrow, .feather or .parquet "
-                       f"(or a database URL such as sqlite:///labels.db)")
-
-
 def _file_rows(source: str):
-    table = _read_table(source)
-    missing = [c for c in ("uid", "filter", "label") if c not in table.column_names]
-    if missing:
-        raise sh.UserError(f"{source}: labels need columns uid, filter, label; {missing[0]!r} is missing")
-    uids, names, labels = (table.column(c).to_pylist() for c in ("uid", "filter", "label"))
-    for i, (uid, name, label) in enumerate(zip(uids, names, labels), start=1):
-        if uid is None or name is None or label is None:
-            raise sh.UserError(f"{source}: row {i}: uid, filter and label must all be given")
-        yield str(uid), str(name), _parse_label(label, source, i)
+    """(uid, filter, label) of a labels file, read as `glide label import` reads it; skips dropped."""
+    from filtering.labels.label_files import read_labels_file
+
+    for label in read_labels_file(source, rater="file"):
+        if label.answer != "skip":
+            yield label.uid, label.filter, label.answer == "yes"
 
 
 def _database_rows(source: str, filters: Optional[list[str]]):
-    url = source if "://" in source else f"sqlite:///{os.path.abspath(source)}"
-    try:
-        from filtering.labels.store import LabelStore
-    except ImportError:
-        raise sh.UserError(f"{source}: reading labels from a database needs filtering.labels.store "
-                           f"(not installed here); export them to a CSV or Arrow file instead") from None
-    store = LabelStore(url)
-    names = filters or list(getattr(store, "filters", lambda: CANONICAL_ORDER)())
-    for name in names:
-        for uid, label in store.labels(name):
-            yield str(uid), name, bool(label)
+    from filtering.labels.store import LabelStore
+
+    with LabelStore(source, create=False) as store:  # a path or an SQLAlchemy URL
+        for name in filters or store.filters():
+            for uid, label in store.labels(name):
+                yield str(uid), name, bool(label)

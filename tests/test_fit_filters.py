@@ -1,6 +1,4 @@
 """fit-filters in-process: labels in, RBF-SVMs fitted with a tuned threshold, saved, reported."""
-import importlib.util
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -14,7 +12,8 @@ from filtering.labels_input import read_labels
 from filtering.svm_fit import FitOptions
 from filter_world import CATEGORIES, make_world, write_embeddings_dataset, write_labels_csv
 
-LABELS = {"uid": ["a", "b", "b", "c", "a"], "filter": ["people", "people", "people", "hate", "hate"],
+A, B, C = "a" * 32, "b" * 32, "c" * 32  # pair uids: 32 lowercase hex characters
+LABELS = {"uid": [A, B, B, C, A], "filter": ["people", "people", "people", "hate", "hate"],
           "label": ["yes", "false", "1", "0", "TRUE"]}
 
 
@@ -28,38 +27,47 @@ def test_labels_read_from_csv_arrow_and_parquet_alike(tmp_path):
     for name in ("l.csv", "l.arrow", "l.parquet"):
         labels = read_labels(str(tmp_path / name))
         # b was labelled both ways for people: positive (a missed positive costs more)
-        assert labels.by_filter == {"people": {"a": True, "b": True}, "hate": {"c": False, "a": True}}
+        assert labels.by_filter == {"people": {A: True, B: True}, "hate": {C: False, A: True}}
         assert labels.conflicts == {"people": 1}
-    assert read_labels(str(tmp_path / "l.csv"), ["hate"]).by_filter == {"hate": {"c": False, "a": True}}
+    assert read_labels(str(tmp_path / "l.csv"), ["hate"]).by_filter == {"hate": {C: False, A: True}}
 
 
 @pytest.mark.parametrize("content,name,message", [
-    ("uid,filter\na,people\n", "l.csv", "labels need columns uid, filter, label; 'label' is missing"),
-    ("uid,filter,label\na,people,maybe\n", "l.csv", "row 1: label 'maybe' is not true/false"),
-    ("uid,filter,label\na,People!,true\n", "l.csv", "filter name 'People!'"),
-    ("uid,filter,label\na,people,true\n", "l.json", "labels must be .csv"),
+    ("uid,filter\nUID,people\n", "l.csv", "column 'label' is missing"),
+    ("uid,filter,label\nUID,people,maybe\n", "l.csv", "row 1: column 'label': 'maybe' is not yes, no or skip"),
+    ("uid,filter,label\nUID,People!,true\n", "l.csv", "row 1: filter name 'People!'"),
+    ("uid,filter,label\nnot-a-uid,people,true\n", "l.csv", "row 1: uid 'not-a-uid' is not a pair uid"),
+    ("uid,filter,label\nUID,people,true\n", "l.json", "labels files are .csv"),
     (None, "missing.csv", "labels file not found"),
 ])
 def test_bad_labels_are_one_line_errors_naming_the_file(tmp_path, content, name, message):
     path = tmp_path / name
     if content is not None:
-        path.write_text(content)
+        path.write_text(content.replace("UID", A))
     with pytest.raises(sh.UserError) as e:
         read_labels(str(path))
     assert str(e.value).startswith(str(path)) and message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_asking_for_a_filter_the_labels_lack_is_an_error(tmp_path):
-    (tmp_path / "l.csv").write_text("uid,filter,label\na,people,true\n")
+    (tmp_path / "l.csv").write_text(f"uid,filter,label\n{A},people,true\n")
     with pytest.raises(sh.UserError, match="no labels for filter 'hate'"):
         read_labels(str(tmp_path / "l.csv"), ["people", "hate"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("filtering.labels") is not None,
-                    reason="the labels database is installed: its own tests read it")
-def test_a_labels_database_without_the_labels_store_says_what_to_do_instead():
-    with pytest.raises(sh.UserError, match="export them to a CSV or Arrow file"):
-        read_labels("sqlite:///labels.db")
+def test_labels_read_from_the_database_count_any_raters_yes_and_a_missing_one_is_an_error(tmp_path):
+    from filtering.labels.store import LabelStore
+
+    db = str(tmp_path / "labels.db")
+    with LabelStore(db) as store:
+        store.add_label(A, "people", "yes", "ann")
+        store.add_label(A, "people", "no", "bob")
+        store.add_label(B, "people", "no", "ann")
+        store.add_label(C, "people", "skip", "ann")
+    assert read_labels(db).by_filter == {"people": {A: True, B: False}}
+    assert read_labels(f"sqlite:///{db}", ["people"]).by_filter == {"people": {A: True, B: False}}
+    with pytest.raises(sh.UserError, match="no labels database there"):
+        read_labels(str(tmp_path / "other.db"))
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +137,7 @@ def test_too_few_held_out_positives_fails_before_fitting_and_says_how_many_more(
 
 def test_labels_of_pairs_not_in_the_embeddings_are_an_error(tmp_path, glide_cli, capsys):
     dataset, _, _ = write_embeddings_dataset(tmp_path / "emb", 50, shards=1, images=False)
-    (tmp_path / "l.csv").write_text("uid,filter,label\n" + "".join(f"x{i},people,true\n" for i in range(5)))
+    (tmp_path / "l.csv").write_text("uid,filter,label\n" + "".join(f"{i:032x},people,true\n" for i in range(5)))
     code = glide_cli("fit-filters", "--labels", tmp_path / "l.csv", "--embeddings", dataset, "-o", tmp_path / "f")
     assert code == 2 and "none of the 5 pairs labelled for 'people' is in" in capsys.readouterr().err
 
@@ -137,6 +145,6 @@ def test_labels_of_pairs_not_in_the_embeddings_are_an_error(tmp_path, glide_cli,
 def test_an_embeddings_dataset_without_embeddings_is_an_error(tmp_path, glide_cli, capsys):
     folder = str(tmp_path / "pairs")
     sh.write_table(sh.join(folder, "shards", sh.shard_name(0)), sh.PAIRS_SCHEMA.empty_table())
-    (tmp_path / "l.csv").write_text("uid,filter,label\na,people,true\n")
+    (tmp_path / "l.csv").write_text(f"uid,filter,label\n{A},people,true\n")
     code = glide_cli("fit-filters", "--labels", tmp_path / "l.csv", "--embeddings", folder, "-o", tmp_path / "f")
     assert code == 2 and f"{folder}: no 'clip_embedding' column" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def file_kind(path: str) -> str:
     raise sh.UserError(f"{path}: labels files are .csv, .tsv, .arrow, .feather or .parquet")
 
 
-def read_table(path: str) -> pa.Table:
+def read_labels_table(path: str) -> pa.Table:
     """The file as a table with every column read as text or its Arrow type; UserError naming it."""
     import pyarrow.csv as pacsv
     import pyarrow.ipc as ipc
@@ -93,7 +93,7 @@ def import_client_id(uid: str, filter_name: str, answer: str, rater: str, create
 
 def read_labels_file(path: str, *, rater: str, now: Optional[dt.datetime] = None) -> Iterator[NewLabel]:
     """The file's rows as labels to store (source "import"); UserError naming file, row and column."""
-    table = read_table(path)
+    table = read_labels_table(path)
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise sh.UserError(f"{path}: labels need columns uid, filter, label (optional rater, created, client_id); "
