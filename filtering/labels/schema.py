@@ -4,7 +4,8 @@
     labels        one row per answer given, never deleted: pair (uid, dataset), filter, answer
                   (yes / no / skip), rater, source (ground_truth / import / page), when answered
                   (created) and stored, the queue that served it, the sender's client_id (unique: a
-                  resent answer is stored once), undone_at (set by an undo)
+                  resent answer is stored once), undone_at (set by an undo), answer_ms (the page:
+                  how long the pair was shown before the key)
     label_events  the audit trail of changes to stored labels (an undo: which label, who, when,
                   the undo's own client_id so a resent undo reverts one label, not two)
     queues        a batch of pairs picked for one filter: kind random / search (its query) / active
@@ -117,6 +118,7 @@ labels = sa.Table(
     sa.Column("created", UtcDateTime, nullable=False),     # when the rater answered
     sa.Column("stored", UtcDateTime, nullable=False),      # when this database received it
     sa.Column("undone_at", UtcDateTime, nullable=True),
+    sa.Column("answer_ms", sa.Integer, nullable=True),     # the page: ms from showing the pair to the key
     sa.Index(None, "filter", "uid"),
     sa.Index(None, "rater_id", "id"),
 )
@@ -136,7 +138,7 @@ leases = sa.Table(
     "leases", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("queue_item_id", sa.Integer, sa.ForeignKey("queue_items.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("rater_id", sa.Integer, sa.ForeignKey("raters.id"), nullable=False),
+    sa.Column("rater_id", sa.Integer, sa.ForeignKey("raters.id"), nullable=False, index=True),
     sa.Column("expires_at", UtcDateTime, nullable=False, index=True),
     sa.UniqueConstraint("queue_item_id", "rater_id"),
 )

@@ -46,6 +46,7 @@ class NewLabel:
     created: Optional[dt.datetime] = None  # when answered (aware); default: now
     dataset: Optional[str] = None
     queue_id: Optional[int] = None
+    answer_ms: Optional[int] = None     # the page: how long the pair was shown before the answer
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,41 @@ def check_label(label: NewLabel, where: str) -> None:
         raise sh.UserError(f"{where}: client id must be 1-{CLIENT_ID_LENGTH} characters")
     if label.created is not None and label.created.tzinfo is None:
         raise sh.UserError(f"{where}: time {label.created.isoformat()} has no time zone")
+    if label.answer_ms is not None and not 0 <= label.answer_ms < 2 ** 31:
+        raise sh.UserError(f"{where}: answer time {label.answer_ms} ms is out of range")
+
+
+def insert_labels(conn: sa.Connection, chunk: Sequence[NewLabel]) -> tuple[int, int]:
+    """Insert checked labels with client ids inside the caller's write transaction, skipping client ids
+    already stored (and repeats within `chunk`); returns (stored, duplicates)."""
+    ids = [label.client_id for label in chunk]
+    seen = set(conn.scalars(sa.select(labels.c.client_id).where(labels.c.client_id.in_(ids))))
+    fresh = []
+    for label in chunk:
+        if label.client_id not in seen:
+            seen.add(label.client_id)
+            fresh.append(label)
+    if fresh:
+        rater_ids = rater_db.rater_ids(conn, {label.rater for label in fresh}, create=True)
+        now = utc_now()
+        conn.execute(labels.insert(), [{
+            "client_id": label.client_id, "uid": label.uid, "filter": label.filter,
+            "answer": label.answer, "rater_id": rater_ids[label.rater], "source": label.source,
+            "dataset": label.dataset, "queue_id": label.queue_id, "answer_ms": label.answer_ms,
+            "created": label.created or now, "stored": now} for label in fresh])
+    return len(fresh), len(chunk) - len(fresh)
+
+
+def retry_integrity(write):
+    """`write()` again when a server backend raced another sender of the same unique key: the retry
+    finds it stored. (SQLite's BEGIN IMMEDIATE serialises writers, so there it succeeds first time.)"""
+    for attempt in range(INSERT_ATTEMPTS):
+        try:
+            return write()
+        except sa.exc.IntegrityError:
+            if attempt == INSERT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 class LabelStore:
@@ -135,29 +171,11 @@ class LabelStore:
         return AddResult(stored=stored, duplicates=duplicates)
 
     def _insert_chunk(self, chunk: list[NewLabel]) -> tuple[int, int]:
-        for attempt in range(INSERT_ATTEMPTS):
-            try:
-                with self.write() as conn:
-                    ids = [label.client_id for label in chunk]
-                    seen = set(conn.scalars(sa.select(labels.c.client_id).where(labels.c.client_id.in_(ids))))
-                    fresh = []
-                    for label in chunk:
-                        if label.client_id not in seen:
-                            seen.add(label.client_id)
-                            fresh.append(label)
-                    if fresh:
-                        rater_ids = rater_db.rater_ids(conn, {label.rater for label in fresh}, create=True)
-                        now = utc_now()
-                        conn.execute(labels.insert(), [{
-                            "client_id": label.client_id, "uid": label.uid, "filter": label.filter,
-                            "answer": label.answer, "rater_id": rater_ids[label.rater], "source": label.source,
-                            "dataset": label.dataset, "queue_id": label.queue_id,
-                            "created": label.created or now, "stored": now} for label in fresh])
-                    return len(fresh), len(chunk) - len(fresh)
-            except sa.exc.IntegrityError:
-                if attempt == INSERT_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        def write():
+            with self.write() as conn:
+                return insert_labels(conn, chunk)
+
+        return retry_integrity(write)
 
     def undo(self, rater: str, *, client_id: Optional[str] = None, label_id: Optional[int] = None) -> Optional[Undone]:
         """Revert `rater`'s latest label still in force (or `label_id`), recorded in the audit trail.
