@@ -18,12 +18,16 @@ def uid_of(i: int) -> str:
 
 
 def write_vectors_dataset(folder, vectors: np.ndarray, *, uids=None, shards: int = 2, batch_rows: int = 7,
-                          config: dict | None = None) -> tuple[str, list[str]]:
+                          config: dict | None = None, captions=None, images=None) -> tuple[str, list[str]]:
     """A finished embeddings dataset holding `vectors` (float16) in `shards` shards of `batch_rows`-row
-    record batches; returns (path, uids). `config` is what the embed manifest records (default: the model)."""
+    record batches; returns (path, uids). `config` is what the embed manifest records (default: the model).
+    `captions` and `images` (PNG bytes) replace "picture i" and empty images; uids follow the captions."""
     folder = str(folder)
     n, dim = vectors.shape
-    uids = list(uids) if uids is not None else [uid_of(i) for i in range(n)]
+    captions = list(captions) if captions is not None else [f"picture {i}" for i in range(n)]
+    images = list(images) if images is not None else [b""] * n
+    uids = list(uids) if uids is not None else [sh.compute_uid(f"http://127.0.0.1/img/{i}.png", captions[i])
+                                                 for i in range(n)]
     schema = sh.extend_schema(sh.PAIRS_SCHEMA, sh.clip_embedding_field(dim))
     bounds = np.linspace(0, n, shards + 1).astype(int)
     entries = []
@@ -31,7 +35,7 @@ def write_vectors_dataset(folder, vectors: np.ndarray, *, uids=None, shards: int
         rows = list(range(bounds[s], bounds[s + 1]))
         table = pa.table({
             "uid": [uids[i] for i in rows], "url": [f"http://127.0.0.1/img/{i}.png" for i in rows],
-            "caption": [f"picture {i}" for i in rows], "image": pa.array([b""] * len(rows), pa.binary()),
+            "caption": [captions[i] for i in rows], "image": pa.array([images[i] for i in rows], pa.binary()),
             "image_format": ["png"] * len(rows), "width": pa.array([8] * len(rows), pa.int32()),
             "height": pa.array([8] * len(rows), pa.int32()), "original_width": pa.array([8] * len(rows), pa.int32()),
             "original_height": pa.array([8] * len(rows), pa.int32()), "sha256": [""] * len(rows),

@@ -1,0 +1,118 @@
+"""What the labelling page's tests share: a dataset of small real pictures, a database with a queue and
+raters, `glide serve` as a real subprocess, and the OS's headless Chromium."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from filtering.labels import LabelStore
+from filtering.labels.queues import QueueItem
+from label_world import unit, write_vectors_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 200, 40), (150, 60, 200), (30, 180, 190)]
+
+
+def picture(i: int, size=(96, 64)) -> bytes:
+    """A small PNG: a coloured background with a white square whose place depends on i."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, COLOURS[i % len(COLOURS)])
+    x = (i * 13) % (size[0] - 20)
+    ImageDraw.Draw(img).rectangle([x, 20, x + 20, 40], fill=(255, 255, 255))
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def picture_dataset(folder, n: int, *, captions=None, seed: int = 0) -> tuple[str, list[str]]:
+    """An embeddings dataset of n pictures (captions "a picture number i" unless given); (path, uids)."""
+    captions = captions or [f"a picture number {i}" for i in range(n)]
+    vectors = unit(np.random.default_rng(seed).standard_normal((n, 8)))
+    return write_vectors_dataset(folder, vectors, captions=captions, images=[picture(i) for i in range(n)],
+                                 batch_rows=16)
+
+
+def queue_db(db, dataset: str, uids, *, filter_name="people", labels_per_item=1, name=None):
+    """A database with one random queue of `uids` from `dataset`; returns the queue's info."""
+    with LabelStore(str(db)) as store:
+        return store.create_queue(filter_name=filter_name, kind="random", items=[QueueItem(u) for u in uids],
+                                  dataset=dataset, name=name, labels_per_item=labels_per_item)
+
+
+def rater_tokens(db, names, *, admin=False) -> dict[str, str]:
+    with LabelStore(str(db)) as store:
+        return {name: store.add_rater(name, admin=admin) for name in names}
+
+
+class Server:
+    """`glide serve` as a subprocess: start, kill (as a crash would) and start again on the same port."""
+
+    def __init__(self, db, *args, port: int = 0):
+        self.db, self.args, self.port, self.proc = str(db), [str(a) for a in args], port, None
+        self.output = ""
+
+    def start(self) -> "Server":
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--db", self.db,
+                                      "--port", str(self.port), *self.args], cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError(f"glide serve exited {self.proc.returncode}: {self.output}")
+            self.output += line
+            found = re.search(r"serving on (http://127\.0\.0\.1:(\d+))", line)
+            if found:
+                self.url, self.port = found.group(1), int(found.group(2))
+                admin = re.search(r"admin: (\S+)", self.output)
+                self.admin_link = admin.group(1) if admin else None
+                return self
+        raise RuntimeError(f"glide serve did not start: {self.output}")
+
+    def kill(self) -> str:
+        """SIGKILL (no clean shutdown); returns what it printed."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        if self.proc is not None:
+            self.output += self.proc.stdout.read()
+            self.proc.stdout.close()
+        self.proc = None
+        return self.output
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *_exc) -> None:
+        self.kill()
+
+
+def chromium_or_skip():
+    """The Playwright module and the OS's Chromium path; skips where it is missing, except in CI
+    (GLIDE_REQUIRE_BROWSER=1, set by .ci/run, which installs it)."""
+    required = os.environ.get("GLIDE_REQUIRE_BROWSER") == "1"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        if required:
+            raise
+        pytest.skip("playwright is not installed (pip install -e .[dev])")
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        if required:
+            pytest.fail(f"{CHROMIUM} is missing (.ci/run installs it: apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
