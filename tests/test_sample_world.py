@@ -364,7 +364,7 @@ def test_cli_serve_until_interrupted(tmp_path):
         status, _, body = get(next(r["url"] for r in rows if r["image_id"] == "000001"))
         assert status == 200 and Image.open(io.BytesIO(body)).size == (32, 32)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0, proc.stderr.read()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
         assert proc.stderr.read() == ""
     finally:
         if proc.poll() is None:
