@@ -14,6 +14,11 @@
                   picked each
     leases        which rater holds which queue item until when (the page hands items out)
     gold_items    pairs with a known answer per filter, mixed into queues to check raters
+    judgements    pairwise comparisons of two models' images for one question (the comparison
+                  page; evaluation.judgements reads them for the Elo fit): the two models, which
+                  one won (a / b / tie / both_bad, both_bad counted as a tie), which side model_a
+                  was shown on, the pair task, prompt and seed, rater, client_id (unique), when
+                  answered and stored, undone_at
 
 A pair's current answer from one rater is their latest label for it that is not undone; the
 labels table is the history, so an undo brings the previous answer back.
@@ -28,6 +33,9 @@ ANSWERS = ("yes", "no", "skip")
 SOURCES = ("ground_truth", "import", "page")
 QUEUE_KINDS = ("random", "search", "active")
 EVENT_ACTIONS = ("undo",)
+WINNERS = ("a", "b", "tie", "both_bad")
+SIDES = ("left", "right")
+MODEL_NAME_LENGTH = 256
 UID_LENGTH = 32
 CLIENT_ID_LENGTH = 128
 RATER_NAME_LENGTH = 64
@@ -151,4 +159,25 @@ gold_items = sa.Table(
     sa.Column("answer", sa.Boolean, nullable=False),
     sa.Column("created", UtcDateTime, nullable=False),
     sa.UniqueConstraint("filter", "uid"),
+)
+
+judgements = sa.Table(
+    "judgements", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("client_id", sa.String(CLIENT_ID_LENGTH), nullable=False, unique=True),
+    sa.Column("question", sa.String(32), nullable=False),     # e.g. photorealism, caption
+    sa.Column("pair_id", sa.String(128), nullable=True),      # the comparison task (glide pairs make)
+    sa.Column("model_a", sa.String(MODEL_NAME_LENGTH), nullable=False),
+    sa.Column("model_b", sa.String(MODEL_NAME_LENGTH), nullable=False),
+    sa.Column("winner", sa.String(8), sa.CheckConstraint(_in("winner", WINNERS), name="winner"), nullable=False),
+    sa.Column("a_side", sa.String(5), sa.CheckConstraint(_in("a_side", SIDES), name="a_side"),
+              nullable=True),                                 # where model_a's image was shown
+    sa.Column("prompt", sa.Text, nullable=True),
+    sa.Column("seed", sa.Integer, nullable=True),
+    sa.Column("rater_id", sa.Integer, sa.ForeignKey("raters.id"), nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),       # page / import
+    sa.Column("created", UtcDateTime, nullable=False),        # when the rater answered
+    sa.Column("stored", UtcDateTime, nullable=False),         # when this database received it
+    sa.Column("undone_at", UtcDateTime, nullable=True),
+    sa.Index(None, "question", "rater_id", "pair_id"),
 )
