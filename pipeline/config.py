@@ -142,6 +142,20 @@ class LabelConfig(Section):
     kernel_memory_mb: int = Field(256, ge=1, description="label next: working memory of the scoring kernel per chunk")
 
 
+class ServeConfig(Section):
+    host: str = Field("127.0.0.1", description="address `glide serve` binds to (127.0.0.1: this machine only)")
+    port: int = Field(8765, ge=0, le=65535, description="port of the web app (0: any free port, printed)")
+    url: Optional[str] = Field(None, description="the app's address as raters reach it, for the links "
+                                                 "`glide serve --admin` and `glide label raters add` print "
+                                                 "(default http://HOST:PORT)")
+    dataset: Optional[str] = Field(None, description="embeddings dataset the admin page queues pairs from (its "
+                                                     "images and captions are shown; queues name their own too)")
+    filters: Optional[str] = Field(None, description="current filters folder (glide fit-filters): the admin "
+                                                     "page's active-learning queues pick pairs near its boundary")
+    lease_s: float = Field(600.0, gt=0, description="seconds an item stays with the rater it was handed to")
+    gold_every: int = Field(10, ge=0, description="one gold item (known answer) in this many pairs shown; 0: none")
+
+
 from training.trainer.config import TrainConfig  # noqa: E402  (the `train` section; pydantic only)
 
 
@@ -153,6 +167,7 @@ class PipelineConfig(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     label: LabelConfig = Field(default_factory=LabelConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     fit_filters: FitFiltersConfig = Field(default_factory=FitFiltersConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -43,7 +43,8 @@ def _queue(store: LabelStore, filter_name: str, kind: str, picks: list[selection
 
 
 def queue_random(store: LabelStore, dataset: str, filter_name: str, n: int, *, seed: Optional[int] = None,
-                 name: Optional[str] = None, stream: Optional[TextIO] = None) -> Optional[QueueInfo]:
+                 name: Optional[str] = None, labels_per_item: int = 1,
+                 stream: Optional[TextIO] = None) -> Optional[QueueInfo]:
     """n pairs drawn uniformly from those not yet labelled or queued for the filter."""
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 31))  # recorded, so the draw can be repeated
@@ -51,13 +52,14 @@ def queue_random(store: LabelStore, dataset: str, filter_name: str, n: int, *, s
     exclude = store.seen_uids(filter_name)
     with _progress("sample", dataset, stream) as progress:
         picks = selection.random_pairs(dataset, n, exclude, seed=seed, progress=progress.update)
-    return _queue(store, filter_name, "random", picks, name=name, dataset=dataset,
+    return _queue(store, filter_name, "random", picks, name=name, dataset=dataset, labels_per_item=labels_per_item,
                   params={"seed": seed, "excluded": len(exclude)})
 
 
 def queue_search(store: LabelStore, dataset: str, filter_name: str, query: str, n: int,
                  encode_text: Callable[[list[str]], np.ndarray], *, model: Optional[dict] = None,
-                 name: Optional[str] = None, stream: Optional[TextIO] = None) -> Optional[QueueInfo]:
+                 name: Optional[str] = None, labels_per_item: int = 1,
+                 stream: Optional[TextIO] = None) -> Optional[QueueInfo]:
     """The n unlabelled pairs most similar to the text `query` (CLIP text features, batched dot products)."""
     if not query.strip():
         raise sh.UserError("--query: empty search text")
@@ -67,12 +69,12 @@ def queue_search(store: LabelStore, dataset: str, filter_name: str, query: str, 
     with _progress("search", dataset, stream) as progress:
         picks = selection.nearest_to_text(dataset, vector, n, exclude, progress=progress.update)
     return _queue(store, filter_name, "search", picks, name=name, query=query, dataset=dataset,
-                  params={"model": model, "excluded": len(exclude)})
+                  labels_per_item=labels_per_item, params={"model": model, "excluded": len(exclude)})
 
 
 def queue_active(store: LabelStore, dataset: str, filter_name: str, filters_folder: str, n: int, *,
                  boundary: str = "svm", device: str = "cpu", memory_mb: int = 256, name: Optional[str] = None,
-                 stream: Optional[TextIO] = None) -> Optional[QueueInfo]:
+                 labels_per_item: int = 1, stream: Optional[TextIO] = None) -> Optional[QueueInfo]:
     """The n unlabelled pairs nearest the filter's boundary, with its version (FILTERS digest) and margins."""
     from filtering.embedding_data import embedding_model
     from filtering.filter_files import filters_digest, load_filters
@@ -97,9 +99,20 @@ def queue_active(store: LabelStore, dataset: str, filter_name: str, filters_fold
         picks = selection.nearest_to_boundary(dataset, lambda m: scorer.scores(m)[:, 0], n, exclude, at=at,
                                               progress=progress.update)
     return _queue(store, filter_name, "active", picks, name=name, dataset=dataset,
-                  filter_version=filters_digest(filters_folder),
+                  filter_version=filters_digest(filters_folder), labels_per_item=labels_per_item,
                   params={"filters": _where(filters_folder), "boundary": boundary, "at": at, "threshold": svm.threshold,
                           "excluded": len(exclude)})
+
+
+def text_encoder(dataset: str, clip: Optional[str], device: str = "cpu"):
+    """(encode_text, description) of the CLIP that embedded `dataset` (or `clip`, checked to be it):
+    encode_text maps a list of texts to (n, D) unit vectors comparable with the stored embeddings."""
+    from filtering.clip_features import load_clip_features
+
+    spec = clip_for_dataset(dataset, clip)
+    features = load_clip_features(spec, device)
+    check_same_clip(dataset, features.describe(), spec)
+    return (lambda texts: features.encode_text(texts).numpy()), features.describe()
 
 
 def check_same_clip(dataset: str, described: dict, clip: str) -> None:

@@ -64,6 +64,8 @@ def create_queue(conn: sa.Connection, *, filter_name: str, kind: str, items: Seq
     """Insert a queue and its items in order; the default name is FILTER-KIND-ID."""
     if kind not in QUEUE_KINDS:
         raise ValueError(f"queue kind {kind!r} is not one of {QUEUE_KINDS}")
+    if not isinstance(labels_per_item, int) or labels_per_item < 1:
+        raise sh.UserError(f"--labels-per-item: {labels_per_item}; give at least 1 rater per item")
     if name is not None and conn.execute(sa.select(queues.c.id).where(queues.c.name == name)).first():
         raise sh.UserError(f"--queue: a queue named {name!r} exists; choose another name")
     placeholder = f"new-{uuid.uuid4().hex}"

@@ -6,6 +6,8 @@
     glide label import --db DB FILE | --from-ground-truth WORLD_DIR [--queue Q] [--filter NAME] [--uids FILE]
     glide label export --db DB -o FILE [--filter NAME] [--with-skips]
     glide label status --db DB [--json]
+    glide label raters add NAME [--admin] | list | revoke NAME     sign-in links for the labelling page
+    glide label gold   --db DB FILE | --from-ground-truth WORLD_DIR --embeddings DATASET_EMB --filter NAME -n N
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ def register(subparsers, common) -> None:
         q.add_argument("--filter", required=True, metavar="NAME", help="the filter the labels are for (people, ...)")
         q.add_argument("-n", type=int, default=None, metavar="N", help="pairs to queue (default: label.count, 100)")
         q.add_argument("--queue", default=None, metavar="NAME", help="name of the new queue (default: FILTER-KIND-ID)")
+        q.add_argument("--labels-per-item", type=int, default=1, metavar="K",
+                       help="raters the labelling page asks per pair (default 1; 2 or more measures agreement)")
         return q
 
     q = picking("sample", "queue N random pairs not yet labelled or queued for the filter")
@@ -72,6 +76,23 @@ def register(subparsers, common) -> None:
 
     q = action("status", "labelled yes/no/skip and queued pairs per filter, and each queue's progress")
     q.add_argument("--json", action="store_true", help="print the figures as one JSON line at the end")
+
+    q = action("raters", "the labelling page's raters: add one (prints their sign-in link), list, revoke")
+    q.add_argument("raters_action", choices=("add", "list", "revoke"), metavar="add|list|revoke")
+    q.add_argument("name", nargs="?", metavar="NAME", help="the rater (add, revoke)")
+    q.add_argument("--admin", action="store_true", help="add: the rater may also create queues and export")
+    q.add_argument("--url", default=None, metavar="URL",
+                   help="the app's address as the rater reaches it (default: serve.url, else http://HOST:PORT "
+                        "of the config's serve section)")
+
+    q = action("gold", "add gold items (pairs with a known answer) that the labelling page mixes in")
+    q.add_argument("file", nargs="?", metavar="FILE", help="labels file whose yes/no rows are the known answers")
+    q.add_argument("--from-ground-truth", default=None, metavar="WORLD_DIR",
+                   help="pick pairs of --embeddings whose answer the sample world knows, half of them yes")
+    q.add_argument("--embeddings", default=None, metavar="DATASET_EMB", help="ground truth: the pairs to pick from")
+    q.add_argument("--filter", default=None, metavar="NAME", help="only this filter (ground truth: required)")
+    q.add_argument("-n", type=int, default=None, metavar="N", help="ground truth: gold pairs to pick (default 20)")
+    q.add_argument("--seed", type=int, default=0, help="ground truth: seed of the pick")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,24 +140,21 @@ def _sample(args, section) -> int:
 
     filter_name = _filter_name(args.filter)  # bad input fails before the database is created
     with _store(section) as store:
-        queue = queue_random(store, args.embeddings, filter_name, section.count, seed=args.seed, name=args.queue)
+        queue = queue_random(store, args.embeddings, filter_name, section.count, seed=args.seed, name=args.queue,
+                             labels_per_item=args.labels_per_item)
         return _report_queue(queue, args, section)
 
 
 def _search(args, section) -> int:
     import torch
 
-    from filtering.clip_features import load_clip_features
-    from filtering.labels.pickers import check_same_clip, clip_for_dataset, queue_search
+    from filtering.labels.pickers import queue_search, text_encoder
 
     filter_name = _filter_name(args.filter)
-    spec = clip_for_dataset(args.embeddings, args.clip)
-    features = load_clip_features(spec, "cuda" if torch.cuda.is_available() else "cpu")
-    check_same_clip(args.embeddings, features.describe(), spec)
+    encode_text, described = text_encoder(args.embeddings, args.clip, "cuda" if torch.cuda.is_available() else "cpu")
     with _store(section) as store:
-        queue = queue_search(store, args.embeddings, filter_name, args.query, section.count,
-                             lambda texts: features.encode_text(texts).numpy(), model=features.describe(),
-                             name=args.queue)
+        queue = queue_search(store, args.embeddings, filter_name, args.query, section.count, encode_text,
+                             model=described, name=args.queue, labels_per_item=args.labels_per_item)
         return _report_queue(queue, args, section)
 
 
@@ -149,7 +167,8 @@ def _next(args, section) -> int:
     with _store(section) as store:
         queue = queue_active(store, args.embeddings, filter_name, args.filters, section.count,
                              boundary=section.boundary, device="cuda" if torch.cuda.is_available() else "cpu",
-                             memory_mb=section.kernel_memory_mb, name=args.queue)
+                             memory_mb=section.kernel_memory_mb, name=args.queue,
+                             labels_per_item=args.labels_per_item)
         return _report_queue(queue, args, section)
 
 
@@ -233,5 +252,56 @@ def status_table(status: dict) -> str:
     return "\n".join(lines)
 
 
+def _raters(args, section) -> int:
+    from shards import UserError
+
+    if args.raters_action in ("add", "revoke") and not args.name:
+        raise UserError(f"label raters {args.raters_action}: give the rater's NAME")
+    if args.raters_action == "add":
+        from pipeline.config import load_config
+        from pipeline.webapp.links import base_url, signin_link
+
+        base = args.url or base_url(load_config(args.config).serve)
+        with _store(section) as store:
+            token = store.add_rater(args.name, admin=args.admin)
+        role = "admin" if args.admin else "rater"
+        print(f"{role} {args.name}: {signin_link(base, token)}")
+        print("the link is the sign-in: send it privately; it is shown once (only its hash is stored), and "
+              "`glide label raters add` again replaces it")
+        return 0
+    with _store(section, create=False) as store:
+        if args.raters_action == "revoke":
+            if not store.revoke_rater(args.name):
+                raise UserError(f"label raters revoke: no rater named {args.name!r} in {store.name}")
+            print(f"revoked {args.name}: their link no longer signs in; their labels stay")
+            return 0
+        for rater in store.raters():
+            state = "revoked" if rater.revoked else "admin" if rater.is_admin else "rater"
+            print(f"{rater.name:<24}{state}")
+    return 0
+
+
+def _gold(args, section) -> int:
+    from filtering.labels.gold import add_gold, gold_from_file, gold_from_world, list_gold
+    from shards import UserError
+
+    if bool(args.file) == bool(args.from_ground_truth):
+        raise UserError("label gold: give a labels FILE or --from-ground-truth WORLD_DIR (one of them)")
+    filter_name = _filter_name(args.filter) if args.filter else None
+    if args.from_ground_truth and (filter_name is None or not args.embeddings):
+        raise UserError("label gold --from-ground-truth: give --filter NAME and --embeddings DATASET_EMB")
+    with _store(section) as store:
+        if args.file:
+            items = gold_from_file(args.file, filter_name)
+        else:
+            have = {g.uid for g in list_gold(store, filter_name)}
+            items = gold_from_world(args.from_ground_truth, args.embeddings, filter_name, args.n or 20,
+                                    seed=args.seed, exclude=have)
+        added, already = add_gold(store, items, where=args.file or args.from_ground_truth)
+    yes = sum(item.answer for item in items)
+    print(f"added {added} gold items ({yes} yes, {len(items) - yes} no among those given; {already} already gold)")
+    return 0
+
+
 ACTIONS = {"sample": _sample, "search": _search, "next": _next, "import": _import, "export": _export,
-           "status": _status}
+           "status": _status, "raters": _raters, "gold": _gold}

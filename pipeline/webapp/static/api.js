@@ -1,0 +1,82 @@
+// What the pages share: JSON calls with the CSRF header, and sending a POST until the server has it.
+"use strict";
+
+const glide = (() => {
+  let csrf = "";
+
+  class Refused extends Error {
+    constructor(status, detail) {
+      super(detail || `refused (${status})`);
+      this.status = status;
+    }
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // 32 random hex characters; crypto.getRandomValues works on plain http too (randomUUID does not).
+  function newId() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function call(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (method !== "GET") {
+      headers["Content-Type"] = "application/json";
+      headers["X-CSRF-Token"] = csrf;
+    }
+    return fetch(path, {
+      method, headers, credentials: "same-origin", cache: "no-store",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  }
+
+  async function detail(response) {
+    try {
+      const data = await response.json();
+      return typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+    } catch (e) {
+      return response.statusText;
+    }
+  }
+
+  async function getJson(path) {
+    const response = await call("GET", path);
+    if (!response.ok) throw new Refused(response.status, await detail(response));
+    return response.json();
+  }
+
+  // POST until the server answers: a network error, a 5xx or a 429 is retried with the same body (its
+  // client id makes a resend harmless); any other refusal is thrown.
+  async function postReliably(path, body, onRetry) {
+    let wait = 200;
+    for (let attempt = 1; ; attempt++) {
+      let response = null;
+      try {
+        response = await call("POST", path, body);
+      } catch (e) {
+        response = null;
+      }
+      if (response && response.ok) return response.json();
+      if (response && response.status < 500 && response.status !== 429 && response.status !== 408) {
+        throw new Refused(response.status, await detail(response));
+      }
+      if (onRetry) onRetry(response ? `the server answered ${response.status}` : "the server is unreachable", attempt);
+      await sleep(wait);
+      wait = Math.min(wait * 2, 3000);
+    }
+  }
+
+  function el(tag, text, attrs) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+    return node;
+  }
+
+  return {
+    Refused, sleep, newId, call, getJson, postReliably, el,
+    setCsrf(token) { csrf = token; },
+  };
+})();
