@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from shards import UserError
 
@@ -21,6 +21,52 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Ray resources a stage sets through its own options (cpus_per_worker, GPUs "auto"), never by placement.
+_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+class StagePlacement(Section):
+    """Where one stage's Ray tasks or actors may run on a cluster: extra resources and node labels."""
+
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources each task or actor of the stage asks for, e.g. "
+                                          "{crawl: 1}: only nodes that offer them (`ray start --resources`, a "
+                                          "node type's `resources`) run the stage")
+    node_labels: dict[str, str] = Field(
+        default_factory=dict, description="Ray node labels the stage's tasks or actors need, e.g. {node-pool: gpu} "
+                                          "(a Ray label selector: '!v' excludes v, 'in(a,b)' matches either)")
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in _BUILTIN_RESOURCES:
+                raise ValueError(f"'{name}' is set by the stage's own options, not by placement; name custom "
+                                 f"resources here")
+            if amount <= 0:
+                raise ValueError(f"resource '{name}' must be positive, got {amount}")
+        return value
+
+
+class PlacementConfig(Section):
+    """Per stage: the resources and node labels its Ray work asks for. Empty (the default) runs anywhere,
+    which is all the embedded Ray needs; a cluster uses it to keep crawls on CPU nodes and models on GPU nodes.
+    Scheduling never changes what a stage computes, so it is not part of any stage's config digest."""
+
+    ingest: StagePlacement = Field(default_factory=StagePlacement, description="crawl tasks (glide ingest)")
+    embed: StagePlacement = Field(default_factory=StagePlacement, description="CLIP actors (glide embed)")
+    filter: StagePlacement = Field(default_factory=StagePlacement, description="filter actors (glide filter)")
+    train: StagePlacement = Field(default_factory=StagePlacement,
+                                  description="Ray Train workers (glide train): resources only")
+
+    @model_validator(mode="after")
+    def _train_places_by_resources(self) -> "PlacementConfig":
+        if self.train.node_labels:
+            raise ValueError("train.node_labels: Ray Train places its workers by resources only; give "
+                             "train.resources (a custom resource the training nodes offer)")
+        return self
+
+
 class RayConfig(Section):
     address: Optional[str] = Field(
         None, description="Ray cluster to join ('auto', 'ray://host:10001'); None starts an embedded local Ray"
@@ -28,6 +74,8 @@ class RayConfig(Section):
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs for the embedded Ray (default: all)")
     dashboard: bool = Field(False, description="start the dashboard of the embedded Ray (bound to 127.0.0.1)")
     log_to_driver: bool = Field(False, description="show Ray worker logs in this terminal")
+    placement: PlacementConfig = Field(default_factory=PlacementConfig,
+                                       description="per stage: custom resources / node labels its Ray work needs")
 
 
 class SampleWorldConfig(Section):

@@ -79,8 +79,9 @@ def run_filter(dataset: str, filters: str, out: str, cfg: FilterConfig, ray_cfg:
           f"{', '.join(filter_set.names)}", file=stderr, flush=True)
     thresholds = {f.name: f.threshold for f in filter_set.filters}
     with ray_session(ray_cfg):
-        manifest = run_stage(filter_spec(cfg), dataset=out, tasks=tasks, cfg=worker_cfg, retries=cfg.shard_retries,
-                             inputs=[sh.input_ref(dataset)], record_config=config, stdout=stdout, stderr=stderr,
+        manifest = run_stage(filter_spec(cfg).placed(ray_cfg.placement), dataset=out, tasks=tasks, cfg=worker_cfg,
+                             retries=cfg.shard_retries, inputs=[sh.input_ref(dataset)], record_config=config,
+                             stdout=stdout, stderr=stderr,
                              manifest_extra={"filters": {"order": filter_set.names, "thresholds": thresholds}})
     summary = merge_report_parts(out, [t.name for t in tasks], filter_set.filters, cfg.report_examples, stderr)
     report = write_report(sh.join(out, REPORT_DIR), title="Safety filters: filter report",

@@ -71,7 +71,9 @@ def ray_local():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this test file
-    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False)
+    # One custom resource unit and a node label, for the placement test (the other tests ignore them).
+    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False, resources={"crawl": 1},
+             labels={"node-pool": "cpu"})
     yield
     ray.shutdown()
 
@@ -134,6 +136,40 @@ def test_bad_input_is_a_user_error_at_once_not_retried(ray_local, tmp_path):
         run_stage(StageSpec(name="copy", shard_fn=bad_input), dataset=ds, tasks=tasks(1), cfg={"marks": marks},
                   retries=3)
     assert len(list(Path(marks).glob("try-*"))) == 1
+
+
+def assigned_resources(job, cfg, report):
+    """Records what Ray gave the task: its resources, and how many tasks of the stage ran at once."""
+    import time
+
+    import ray
+
+    running = mark(cfg["marks"], "start") - len(list(Path(cfg["marks"]).glob("end-*")))
+    time.sleep(0.2)
+    result = write_outputs(job, job.args[0])
+    crawl = ray.get_runtime_context().get_assigned_resources().get("crawl", 0)
+    mark(cfg["marks"], "end")
+    return ShardResult(**{**result.__dict__, "extra": {"crawl_milli": int(crawl * 1000), "running": running}})
+
+
+def test_placement_from_the_config_reaches_every_task(ray_local, tmp_path):
+    from pipeline.config import PipelineConfig
+    from pipeline.stages.execution import slots
+
+    placement = PipelineConfig.model_validate(
+        {"ray": {"placement": {"ingest": {"resources": {"crawl": 1}, "node_labels": {"node-pool": "cpu"}}}}}
+    ).ray.placement
+    spec = StageSpec(name="ingest", shard_fn=assigned_resources).placed(placement)
+    assert spec.resources == {"crawl": 1.0} and spec.node_labels == {"node-pool": "cpu"}
+    assert StageSpec(name="copy", shard_fn=assigned_resources).placed(placement).resources == {}  # not a stage there
+    # 2 CPUs but one unit of 'crawl': one task at a time.
+    assert slots(spec, {"CPU": 2.0, "crawl": 1.0}, 0) == 1 and slots(spec, {"CPU": 8.0, "crawl": 3.0}, 0) == 3
+    ds, marks = str(tmp_path / "ds"), str(tmp_path / "marks")
+    run_stage(spec, dataset=ds, tasks=tasks(3), cfg={"marks": marks}, retries=0)
+    check_manifest(ds, 3)
+    extra = [json.loads((Path(ds) / "_progress" / sh.shard_name(i).replace(".arrow", ".json")).read_text())
+             ["result"]["extra"] for i in range(3)]
+    assert [e["crawl_milli"] for e in extra] == [1000] * 3 and max(e["running"] for e in extra) == 1
 
 
 GPU_PROBE = """

@@ -67,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
         # The Ray Data readers and decoders need CPUs besides the training workers.
         config.ray.num_cpus = max(os.cpu_count() or 1, int(train.workers * train.cpus_per_worker) + 2)
     with ray_session(config.ray):
-        run_training(train, prepared)
+        run_training(train, prepared, worker_resources=config.ray.placement.train.resources)
     return 0

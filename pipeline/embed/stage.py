@@ -98,6 +98,7 @@ def run_embed(dataset: str, output: str, cfg: EmbedConfig, ray_cfg: RayConfig, *
         config = cfg.model_dump(mode="json")
         if config["cpus_per_worker"] is None:
             config["cpus_per_worker"] = default_cpus_per_worker(ray.cluster_resources())
-        return run_stage(embed_spec(config), dataset=output, tasks=tasks, cfg=config, retries=cfg.shard_retries,
-                         inputs=[sh.input_ref(dataset)], record_config={**config, "clip_model": clip},
+        return run_stage(embed_spec(config).placed(ray_cfg.placement), dataset=output, tasks=tasks, cfg=config,
+                         retries=cfg.shard_retries, inputs=[sh.input_ref(dataset)],
+                         record_config={**config, "clip_model": clip},
                          stdout=stdout, stderr=stderr)

@@ -155,8 +155,9 @@ def retry_transient(dataset: str, cfg: IngestConfig, ray_cfg: RayConfig, *,
         {"round": plan["round"], "rows": n_rows, "config": config, "inputs": plan["inputs"],
          "shards": [t.name for t in tasks]}]
     with ray_session(ray_cfg):
-        written = run_stage(ingest_spec(), dataset=dataset, tasks=tasks, cfg=config, retries=cfg.shard_retries,
-                            inputs=base["inputs"], carried=carried, record_config=base["config"],
+        written = run_stage(ingest_spec().placed(ray_cfg.placement), dataset=dataset, tasks=tasks, cfg=config,
+                            retries=cfg.shard_retries, inputs=base["inputs"], carried=carried,
+                            record_config=base["config"],
                             manifest_extra={"retry_transient": rounds}, stdout=stdout, stderr=stderr)
     recovered = sum(s["rows"] for s in written["shards"][first:])
     rounds[-1]["recovered"] = recovered

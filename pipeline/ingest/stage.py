@@ -66,8 +66,8 @@ def run_ingest(lists: list[str], dataset: str, cfg: IngestConfig, ray_cfg: RayCo
         return retried
     tasks = plan_tasks(dataset, inputs, config)
     with ray_session(ray_cfg):
-        return run_stage(ingest_spec(), dataset=dataset, tasks=tasks, cfg=config, retries=cfg.shard_retries,
-                         inputs=inputs["key"]["sources"], stdout=stdout, stderr=stderr)
+        return run_stage(ingest_spec().placed(ray_cfg.placement), dataset=dataset, tasks=tasks, cfg=config,
+                         retries=cfg.shard_retries, inputs=inputs["key"]["sources"], stdout=stdout, stderr=stderr)
 
 
 def _finished_with_retries(dataset: str, config: dict, sources: list) -> dict | None:

@@ -93,6 +93,38 @@ def gpus_per_worker(spec: StageSpec, cluster: dict) -> float:
     return float(spec.num_gpus or 0)
 
 
+def slots(spec: StageSpec, cluster: dict, gpus: float) -> int:
+    """How many of the stage's tasks or actors the cluster's resources hold at once (at least 1).
+
+    Custom resources of the stage's placement count too; node labels cannot be counted here."""
+    n = int(cluster.get("CPU", 1) / max(spec.num_cpus, 0.01))
+    if gpus:
+        n = min(n, int(cluster.get("GPU", 0) / gpus))
+    for name, amount in spec.resources.items():
+        n = min(n, int(cluster.get(name, 0) / amount))
+    return max(1, n)
+
+
+def ray_options(spec: StageSpec, gpus: float) -> dict:
+    """Options of the stage's Ray tasks or actors: CPUs, GPUs, and its placement."""
+    options = {"num_cpus": spec.num_cpus, "num_gpus": gpus}
+    if spec.resources:
+        options["resources"] = dict(spec.resources)
+    if spec.node_labels:
+        options["label_selector"] = dict(spec.node_labels)
+    return options
+
+
+def on_this_node() -> dict:
+    """Options that keep an actor on the driver's node, so it lives exactly as long as the driver's
+    node does: losing a worker node must not take the stage's bookkeeping with it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
+
+
 class TaskDispatcher:
     """One Ray task per shard; at most ~2 per CPU in flight, so the queue stays bounded."""
 
@@ -102,11 +134,8 @@ class TaskDispatcher:
         self.spec, self.cfg, self.counter = spec, cfg, counter
         cluster = ray.cluster_resources()
         gpus = gpus_per_worker(spec, cluster)
-        self.remote = ray.remote(num_cpus=spec.num_cpus, num_gpus=gpus, max_retries=0)(run_shard_fn)
-        slots = int(cluster.get("CPU", 1) / max(spec.num_cpus, 0.01))
-        if gpus:
-            slots = min(slots, int(cluster.get("GPU", 0) / gpus))
-        self.capacity = max(1, slots) * 2
+        self.remote = ray.remote(max_retries=0, **ray_options(spec, gpus))(run_shard_fn)
+        self.capacity = slots(spec, cluster, gpus) * 2
 
     def has_room(self, in_flight: int) -> bool:
         return in_flight < self.capacity
@@ -130,11 +159,9 @@ class ActorDispatcher:
         self.spec, self.cfg, self.counter = spec, cfg, counter
         cluster = ray.cluster_resources()
         gpus = gpus_per_worker(spec, cluster)
-        slots = int(cluster.get("CPU", 1) / max(spec.num_cpus, 0.01))
-        if gpus:
-            slots = min(slots, int(cluster.get("GPU", 0) / gpus))
-        n = max(1, min(n_tasks, slots, spec.max_workers or slots))
-        self.actor_cls = ray.remote(num_cpus=spec.num_cpus, num_gpus=gpus, max_restarts=0)(WorkerHost)
+        room = slots(spec, cluster, gpus)
+        n = max(1, min(n_tasks, room, spec.max_workers or room))
+        self.actor_cls = ray.remote(max_restarts=0, **ray_options(spec, gpus))(WorkerHost)
         self.idle: deque = deque(self._new_actor() for _ in range(n))
         self.busy: dict[Any, Any] = {}
         self.workers = n

@@ -18,7 +18,7 @@ from typing import Any, Optional, TextIO
 
 import shards as sh
 from pipeline.stages import records
-from pipeline.stages.execution import ProgressCounter, make_dispatcher, short_error
+from pipeline.stages.execution import ProgressCounter, make_dispatcher, on_this_node, short_error
 from pipeline.stages.summary import summary_table, total_counts, total_extra
 from pipeline.stages.types import ShardJob, ShardResult, ShardTask, StageSpec
 
@@ -85,7 +85,7 @@ def _execute(spec: StageSpec, dataset: str, todo: deque, cfg: dict, retries: int
     """Run `todo` to completion or failure; fills `results`, returns the tasks that failed for good."""
     import ray
 
-    counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
+    counter = ray.remote(num_cpus=0, **on_this_node())(ProgressCounter).remote()
     dispatcher = make_dispatcher(spec, cfg, counter, len(todo))
     in_flight: dict[Any, ShardTask] = {}
     failed: list[ShardTask] = []

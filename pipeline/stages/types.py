@@ -1,7 +1,7 @@
 """The stage runner's typed records: what a unit of per-shard work gets and what it returns."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol
 
 
@@ -111,6 +111,8 @@ class StageSpec:
     `worker` (a ShardWorker class: one Ray actor per worker, the model loaded once per actor).
     `num_gpus`: per actor; "auto" asks for one GPU per actor when the cluster has GPUs and none
     otherwise. `max_workers`: most actors (default: as many as the cluster's CPUs or GPUs allow).
+    `resources` / `node_labels`: custom Ray resources and a node label selector every task or actor
+    asks for (from the pipeline config's `ray.placement.<stage>`; empty: any node).
     """
 
     name: str
@@ -119,7 +121,16 @@ class StageSpec:
     num_cpus: float = 1.0
     num_gpus: Any = 0  # float or "auto"
     max_workers: Optional[int] = None
+    resources: dict = field(default_factory=dict)
+    node_labels: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if (self.shard_fn is None) == (self.worker is None):
             raise ValueError(f"stage {self.name}: give exactly one of shard_fn or worker")
+
+    def placed(self, placement) -> "StageSpec":
+        """This spec with the resources and node labels `placement` (a PlacementConfig) gives its stage."""
+        if self.name not in type(placement).model_fields:  # a stage the config does not place
+            return self
+        entry = getattr(placement, self.name)
+        return replace(self, resources=dict(entry.resources), node_labels=dict(entry.node_labels))

@@ -71,10 +71,13 @@ def epochs_needed(cfg: TrainConfig, rows: int, start_step: int) -> int:
     return max(1, math.ceil(needed / rows) + 1)
 
 
-def run_training(cfg: TrainConfig, run: dict | None = None, *, stream=None) -> dict:
+def run_training(cfg: TrainConfig, run: dict | None = None, *, stream=None,
+                 worker_resources: dict | None = None) -> dict:
     """Train as `cfg` says (Ray must be initialised); returns {"step", "run_dir", "export"}.
 
-    run: `prepare_run(cfg)`'s result when the caller checked the inputs before starting Ray."""
+    run: `prepare_run(cfg)`'s result when the caller checked the inputs before starting Ray.
+    worker_resources: custom Ray resources each training worker asks for besides its CPUs and GPUs
+    (where it may run on a cluster; it does not change what is computed)."""
     import ray
     import shards
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -114,6 +117,7 @@ def run_training(cfg: TrainConfig, run: dict | None = None, *, stream=None) -> d
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
+    resources.update(worker_resources or {})
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
