@@ -110,6 +110,7 @@ queue_items = sa.Table(
     sa.Column("similarity", sa.Float, nullable=True),      # search: cosine similarity to the query
     sa.Column("margin", sa.Float, nullable=True),          # active: score minus the boundary it was near
     sa.UniqueConstraint("queue_id", "uid"),
+    sa.Index(None, "queue_id", "position"),                # the page walks a queue in order
 )
 
 labels = sa.Table(
