@@ -91,6 +91,10 @@ def create_app(settings: Optional[ServeSettings] = None, *, context: Optional[Ap
             raise HTTPException(404, "not found")
         return page(name)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
         return {"ok": True}

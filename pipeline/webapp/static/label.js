@@ -137,23 +137,26 @@
     showProgress(true);
   }
 
-  // The current queue's progress; fetched again at most every 3 s while labelling.
+  // The current queue's progress: shown from the last figures at once, fetched again a second after
+  // the rater pauses (or every 3 s while they keep going), one request at a time.
   function showProgress(fresh) {
-    if (!fresh && performance.now() - state.lastProgress > 3000) {
-      state.lastProgress = performance.now();
-      refreshProgress();
-      return;
-    }
     const id = state.item ? String(state.item.queue_id) : state.queue;
     const q = state.queues.find((x) => String(x.id) === id);
     if (!q) {
       $("progress").textContent = "";
       $("progressfill").style.width = "0";
-      return;
+    } else {
+      const k = q.labels_per_item > 1 ? `, ${q.labels_per_item} raters each` : "";
+      $("progress").textContent = `${q.name}: ${q.answered} of ${q.items} pairs done${k} · yours: ${q.mine}`;
+      $("progressfill").style.width = `${q.items ? (100 * q.answered) / q.items : 0}%`;
     }
-    const k = q.labels_per_item > 1 ? `, ${q.labels_per_item} raters each` : "";
-    $("progress").textContent = `${q.name}: ${q.answered} of ${q.items} pairs done${k} · yours: ${q.mine}`;
-    $("progressfill").style.width = `${q.items ? (100 * q.answered) / q.items : 0}%`;
+    if (fresh) return;
+    clearTimeout(state.progressTimer);
+    const due = performance.now() - state.lastProgress > 3000 ? 0 : 1000;
+    state.progressTimer = setTimeout(async () => {
+      state.lastProgress = performance.now();
+      await refreshProgress();
+    }, due);
   }
 
   function onKey(event) {
