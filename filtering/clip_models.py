@@ -3,6 +3,7 @@ this project trained. Both expose one small interface:
 
     encoder.encode_pixels(x)   x [B, 3, S, S] float in [0, 1] on encoder.device -> [B, D] (not normalised)
     encoder.encode_text(texts) list of B strings -> [B, D] (not normalised)
+    encoder.logit_scale()      the model's softmax temperature exp(logit_scale) (100 for OpenAI's CLIPs)
     encoder.image_size (S), encoder.dim (D), encoder.device
 
 Each applies its own pixel normalisation (open_clip: the model's mean/std; ours: CLIP's statistics on
@@ -54,6 +55,9 @@ class OpenClipEncoder:
 
     def encode_pixels(self, x):
         return self.model.encode_image((x - self.mean) / self.std)
+
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp())
 
     def encode_text(self, texts: list[str]):
         if self._tokenizer is None:
@@ -115,6 +119,9 @@ class GlideClipEncoder:
 
         t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return self.model.image_encoder(x * 255.0, t)  # the tower takes 0..255 pixels
+
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale_value().detach())
 
     def encode_text(self, texts: list[str]):
         from training.nn.noised_clip import clip_tokens_and_mask
