@@ -65,6 +65,7 @@ def write_folder(folder, images, suffix=".png"):
 
 
 # ---- Inception features --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_inception_features_are_torch_fidelitys_network_on_the_pt_inception_weights(inception, inception_file):
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
@@ -114,6 +115,7 @@ def test_bad_inception_weights_are_user_errors(tmp_path):
 
 
 # ---- reference statistics --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_reference_statistics_are_cached_and_a_changed_extractor_never_reuses_them(
         tmp_path, inception, inception_file, tiny_open_clip):
     folder = write_folder(tmp_path / "ref", blobs(3, 40, seed=3))
@@ -145,16 +147,17 @@ def test_reference_statistics_are_cached_and_a_changed_extractor_never_reuses_th
     assert not reference_statistics(folder, inception, 32, cache).from_cache
 
 
-def test_reference_folder_errors_name_the_input(tmp_path, inception):
+def test_reference_folder_errors_name_the_input(tmp_path, tiny_open_clip):
+    clip = ClipImageFeatures(tiny_open_clip["spec"])
     with pytest.raises(UserError, match="nowhere: reference image folder not found"):
-        reference_statistics(tmp_path / "nowhere", inception, 32, tmp_path / "c")
+        reference_statistics(tmp_path / "nowhere", clip, 32, tmp_path / "c")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="empty: no images"):
-        reference_statistics(tmp_path / "empty", inception, 32, tmp_path / "c")
+        reference_statistics(tmp_path / "empty", clip, 32, tmp_path / "c")
     folder = write_folder(tmp_path / "bad", blobs(2, 16, seed=1))
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(UserError, match="broken.png: not a readable image"):
-        reference_statistics(folder, inception, 16, tmp_path / "c")
+        reference_statistics(folder, clip, 16, tmp_path / "c")
 
 
 def test_center_crop_keeps_the_middle_and_the_size():
@@ -167,6 +170,7 @@ def test_center_crop_keeps_the_middle_and_the_size():
 
 
 # ---- the metrics -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_image_metrics_on_inception_features_move_with_the_samples(tmp_path, inception):
     reference = reference_statistics(write_folder(tmp_path / "ref", blobs(10, 32, seed=5)), inception, 32,
                                      tmp_path / "cache")
