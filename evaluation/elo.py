@@ -263,9 +263,11 @@ class EloResult:
 
     def to_json(self) -> dict:
         """{"models": {NAME: {"elo", "ci_low", "ci_high", "comparisons"}}}, highest Elo first."""
-        return {"models": {self.models[i]: {"elo": round(float(self.elo[i]), 2),
-                                            "ci_low": round(float(self.ci_low[i]), 2),
-                                            "ci_high": round(float(self.ci_high[i]), 2),
+        def number(x):  # an interval no resample could bound is null, not Infinity (not JSON)
+            return round(float(x), 2) if np.isfinite(x) else None
+
+        return {"models": {self.models[i]: {"elo": number(self.elo[i]), "ci_low": number(self.ci_low[i]),
+                                            "ci_high": number(self.ci_high[i]),
                                             "comparisons": int(self.comparisons[i])}
                            for i in self.order()}}
 
