@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +16,12 @@ from filtering.labels.queues import QueueItem
 from label_world import unit, write_vectors_dataset
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # benchmarks/ is a folder of the checkout, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.label_load import Server  # noqa: E402,F401  (the page tests and the load benchmark share it)
+
+MARKUP = '<img src=x onerror="window.pwned=1"><b>bold?</b><script>window.pwned=2</script> & "quotes"'
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -38,9 +40,10 @@ def picture(i: int, size=(96, 64)) -> bytes:
     return out.getvalue()
 
 
-def picture_dataset(folder, n: int, *, captions=None, seed: int = 0) -> tuple[str, list[str]]:
-    """An embeddings dataset of n pictures (captions "a picture number i" unless given); (path, uids)."""
-    captions = captions or [f"a picture number {i}" for i in range(n)]
+def picture_dataset(folder, n: int, *, markup_at=None, seed: int = 0) -> tuple[str, list[str]]:
+    """An embeddings dataset of n pictures captioned "a picture number i", except pair `markup_at`,
+    whose caption is MARKUP (untrusted web text); (path, uids)."""
+    captions = [MARKUP if i == markup_at else f"a picture number {i}" for i in range(n)]
     vectors = unit(np.random.default_rng(seed).standard_normal((n, 8)))
     return write_vectors_dataset(folder, vectors, captions=captions, images=[picture(i) for i in range(n)],
                                  batch_rows=16)
@@ -56,49 +59,6 @@ def queue_db(db, dataset: str, uids, *, filter_name="people", labels_per_item=1,
 def rater_tokens(db, names, *, admin=False) -> dict[str, str]:
     with LabelStore(str(db)) as store:
         return {name: store.add_rater(name, admin=admin) for name in names}
-
-
-class Server:
-    """`glide serve` as a subprocess: start, kill (as a crash would) and start again on the same port."""
-
-    def __init__(self, db, *args, port: int = 0):
-        self.db, self.args, self.port, self.proc = str(db), [str(a) for a in args], port, None
-        self.output = ""
-
-    def start(self) -> "Server":
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--db", self.db,
-                                      "--port", str(self.port), *self.args], cwd=REPO, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line and self.proc.poll() is not None:
-                raise RuntimeError(f"glide serve exited {self.proc.returncode}: {self.output}")
-            self.output += line
-            found = re.search(r"serving on (http://127\.0\.0\.1:(\d+))", line)
-            if found:
-                self.url, self.port = found.group(1), int(found.group(2))
-                admin = re.search(r"admin: (\S+)", self.output)
-                self.admin_link = admin.group(1) if admin else None
-                return self
-        raise RuntimeError(f"glide serve did not start: {self.output}")
-
-    def kill(self) -> str:
-        """SIGKILL (no clean shutdown); returns what it printed."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        if self.proc is not None:
-            self.output += self.proc.stdout.read()
-            self.proc.stdout.close()
-        self.proc = None
-        return self.output
-
-    def __enter__(self) -> "Server":
-        return self.start()
-
-    def __exit__(self, *_exc) -> None:
-        self.kill()
 
 
 def chromium_or_skip():

@@ -10,20 +10,17 @@ import pytest
 from starlette.testclient import TestClient
 
 from filtering.labels import LabelStore
-from label_page_world import picture, picture_dataset, queue_db, rater_tokens
+from label_page_world import MARKUP, picture, picture_dataset, queue_db, rater_tokens
 from pipeline.webapp.app import create_app
 from pipeline.webapp.context import AppContext, ServeSettings
 
-MARKUP = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script> & "quotes"'
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A dataset of 12 pictures (one with a caption full of markup), a queue of 10, two raters and an admin."""
     tmp = tmp_path_factory.mktemp("page-api")
-    captions = [f"a picture number {i}" for i in range(12)]
-    captions[1] = MARKUP
-    dataset, uids = picture_dataset(tmp / "emb", 12, captions=captions)
+    dataset, uids = picture_dataset(tmp / "emb", 12, markup_at=1)
     return tmp, dataset, uids
 
 

@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from label_page_world import (CHROMIUM_ARGS, Server, chromium_or_skip, picture_dataset, queue_db, rater_tokens)
+from label_page_world import (CHROMIUM_ARGS, MARKUP, Server, chromium_or_skip, picture_dataset, queue_db,
+                              rater_tokens)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-MARKUP = '<img src=x onerror="window.pwned=1"><b>bold?</b><script>window.pwned=2</script>'
 READY = "#work[data-uid]"
 
 
@@ -38,9 +38,7 @@ def browser():
 def site(tmp_path_factory):
     """One server for the tests that do not crash it: a dataset of 30 pictures (one markup caption)."""
     tmp = tmp_path_factory.mktemp("page-browser")
-    captions = [f"a picture number {i}" for i in range(30)]
-    captions[2] = MARKUP
-    dataset, uids = picture_dataset(tmp / "emb", 30, captions=captions)
+    dataset, uids = picture_dataset(tmp / "emb", 30, markup_at=2)
     db = tmp / "labels.db"
     with Server(db, "--dataset", dataset, "--gold-every", 0, "--admin") as server:
         yield server, db, dataset, uids

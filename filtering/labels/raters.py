@@ -74,11 +74,14 @@ def revoke(conn: sa.Connection, name: str) -> bool:
     return result.rowcount > 0
 
 
+_BY_TOKEN = sa.select(raters).where(raters.c.token_hash == sa.bindparam("hash"))  # built once: every request
+
+
 def authenticate(conn: sa.Connection, token: str) -> Optional[Rater]:
     """The rater holding `token`, or None (unknown, replaced or revoked)."""
     if not token:
         return None
-    row = conn.execute(sa.select(raters).where(raters.c.token_hash == token_hash(token))).first()
+    row = conn.execute(_BY_TOKEN, {"hash": token_hash(token)}).first()
     return None if row is None or row.revoked_at is not None else _rater(row)
 
 

@@ -94,18 +94,23 @@ def check_label(label: NewLabel, where: str) -> None:
         raise sh.UserError(f"{where}: answer time {label.answer_ms} ms is out of range")
 
 
-def insert_labels(conn: sa.Connection, chunk: Sequence[NewLabel]) -> tuple[int, int]:
+_KNOWN_CLIENT_IDS = sa.select(labels.c.client_id).where(labels.c.client_id.in_(sa.bindparam("ids", expanding=True)))
+
+
+def insert_labels(conn: sa.Connection, chunk: Sequence[NewLabel], *,
+                  rater_ids: Optional[dict[str, int]] = None) -> tuple[int, int]:
     """Insert checked labels with client ids inside the caller's write transaction, skipping client ids
-    already stored (and repeats within `chunk`); returns (stored, duplicates)."""
+    already stored (and repeats within `chunk`); returns (stored, duplicates). `rater_ids`: {name: id}
+    of the labels' raters when the caller knows them (else found, or created)."""
     ids = [label.client_id for label in chunk]
-    seen = set(conn.scalars(sa.select(labels.c.client_id).where(labels.c.client_id.in_(ids))))
+    seen = set(conn.scalars(_KNOWN_CLIENT_IDS, {"ids": ids}))
     fresh = []
     for label in chunk:
         if label.client_id not in seen:
             seen.add(label.client_id)
             fresh.append(label)
     if fresh:
-        rater_ids = rater_db.rater_ids(conn, {label.rater for label in fresh}, create=True)
+        rater_ids = rater_ids or rater_db.rater_ids(conn, {label.rater for label in fresh}, create=True)
         now = utc_now()
         conn.execute(labels.insert(), [{
             "client_id": label.client_id, "uid": label.uid, "filter": label.filter,

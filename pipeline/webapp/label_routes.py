@@ -13,7 +13,7 @@ from typing import Literal, Optional
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from filtering.labels.assignment import NotServed, PageAnswer, next_item, progress, submit, take_back
+from filtering.labels.assignment import NotServed, PageAnswer, answer_and_next, next_item, progress, take_back
 from filtering.labels.pair_index import IMAGE_TYPES, UID
 from pipeline.webapp.sessions import (Session, check_signin_post, context, optional_session, posted, set_session_cookie,
                                       signed_in)
@@ -88,13 +88,14 @@ def get_next(request: Request, queue: Optional[int] = None, session: Session = D
 def post_label(body: Answer, request: Request, session: Session = Depends(posted)) -> dict:
     ctx = context(request)
     created = body.created if body.created is None or body.created.tzinfo else None  # a naive time: ours
+    answer = PageAnswer(client_id=body.client_id, uid=body.uid, filter=body.filter, answer=body.answer,
+                        queue_id=body.queue_id, created=created, answer_ms=body.answer_ms)
     try:
-        stored = submit(ctx.store, session.rater, PageAnswer(
-            client_id=body.client_id, uid=body.uid, filter=body.filter, answer=body.answer, queue_id=body.queue_id,
-            created=created, answer_ms=body.answer_ms))
+        stored, item = answer_and_next(ctx.store, session.rater, answer, ctx.policy, queue_id=body.queue,
+                                       can_show=ctx.can_show)
     except NotServed as e:
         raise HTTPException(409, str(e)) from None
-    return {"stored": stored, "next": _next(request, session, body.queue)}
+    return {"stored": stored, "next": ctx.item_json(item)}
 
 
 @router.post("/api/undo")

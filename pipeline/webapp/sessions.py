@@ -51,7 +51,9 @@ def context(request: Request):
     return request.app.state.context
 
 
-def optional_session(request: Request) -> Optional[Session]:
+async def optional_session(request: Request) -> Optional[Session]:
+    # async: an indexed read in WAL mode never waits for a writer, and a thread hop per dependency
+    # cost more than the read itself
     token = request.cookies.get(SESSION_COOKIE)
     if not token or len(token) > 256:
         return None
@@ -59,19 +61,19 @@ def optional_session(request: Request) -> Optional[Session]:
     return Session(rater, token) if rater is not None else None
 
 
-def signed_in(session: Optional[Session] = Depends(optional_session)) -> Session:
+async def signed_in(session: Optional[Session] = Depends(optional_session)) -> Session:
     if session is None:
         raise HTTPException(401, "not signed in: open your sign-in link again")
     return session
 
 
-def admin(session: Session = Depends(signed_in)) -> Session:
+async def admin(session: Session = Depends(signed_in)) -> Session:
     if not session.rater.is_admin:
         raise HTTPException(403, "this needs the admin link (glide serve --admin prints it)")
     return session
 
 
-def check_same_origin_json(request: Request) -> None:
+async def check_same_origin_json(request: Request) -> None:
     """The parts of the CSRF check that need no session (see the module doc)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
@@ -86,22 +88,22 @@ def check_same_origin_json(request: Request) -> None:
         raise HTTPException(403, "cross-site request refused (Sec-Fetch-Site)")
 
 
-def posted(request: Request, session: Session = Depends(signed_in)) -> Session:
+async def posted(request: Request, session: Session = Depends(signed_in)) -> Session:
     """A signed-in rater's POST from our own page (the CSRF token matches their session)."""
-    check_same_origin_json(request)
+    await check_same_origin_json(request)
     sent = request.headers.get(CSRF_HEADER, "")
     if not hmac.compare_digest(sent.encode("utf-8", "replace"), session.csrf.encode()):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page")
     return session
 
 
-def posted_by_admin(session: Session = Depends(posted)) -> Session:
-    return admin(session)
+async def posted_by_admin(session: Session = Depends(posted)) -> Session:
+    return await admin(session)
 
 
-def check_signin_post(request: Request) -> None:
+async def check_signin_post(request: Request) -> None:
     """The sign-in POST: same-origin JSON, and the double-submitted cookie the sign-in page set."""
-    check_same_origin_json(request)
+    await check_same_origin_json(request)
     cookie, sent = request.cookies.get(SIGNIN_COOKIE, ""), request.headers.get(CSRF_HEADER, "")
     if not cookie or not hmac.compare_digest(cookie.encode("utf-8", "replace"), sent.encode("utf-8", "replace")):
         raise HTTPException(403, "missing or wrong sign-in CSRF token: open your link again")
