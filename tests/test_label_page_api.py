@@ -242,3 +242,37 @@ def test_raters_and_gold_from_the_command_line(tmp_path, world, glide_cli, capsy
     assert "added 2 gold items (1 yes, 1 no" in capsys.readouterr().out
     assert glide_cli("serve", "--db", db, "--dataset", tmp_path / "nothing") == 2
     assert "no shards" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_labels_given_on_the_page_are_what_fit_filters_learns_from(tmp_path, glide_cli, capsys):
+    """The filter loop with a person instead of the ground truth: queue, label on the page, fit-filters."""
+    import numpy as np
+
+    from label_world import unit, write_vectors_dataset
+
+    rng = np.random.default_rng(3)
+    n = 160
+    truth = rng.random(n) < 0.4
+    direction = unit(rng.standard_normal(8))
+    vectors = unit(rng.standard_normal((n, 8)) * 0.5 + np.where(truth, 1.5, -1.5)[:, None] * direction)
+    dataset, uids = write_vectors_dataset(tmp_path / "emb", vectors, images=[picture(i) for i in range(n)])
+    answers = {uid: bool(t) for uid, t in zip(uids, truth)}
+    db = tmp_path / "labels.db"
+    assert glide_cli("label", "sample", "--db", db, "--embeddings", dataset, "--filter", "people", "-n", n) == 0
+    token = rater_tokens(db, ["ana"])["ana"]
+    context = AppContext.open(ServeSettings(db=str(db), dataset=dataset))
+    try:
+        ana = sign_in(create_app(context=context), token)
+        item, pressed = ana.get("/api/next").json()["next"], 0
+        while item is not None:                 # ana looks at each picture and answers what she sees
+            item = label(ana, item, "yes" if answers[item["uid"]] else "no", f"key-{pressed:012d}").json()["next"]
+            pressed += 1
+    finally:
+        context.store.close()
+    assert pressed == n
+    capsys.readouterr()
+    assert glide_cli("fit-filters", "--labels", db, "--embeddings", dataset, "-o", tmp_path / "filters",
+                     "--target-fnr", "0.3", "--held-out", "60", "--json") == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["filters"]["people"]
+    assert figures["held_out_positives"] >= 9 and figures["fnr"] <= 0.3
