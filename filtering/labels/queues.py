@@ -47,6 +47,15 @@ class QueueInfo:
     def pending(self) -> int:
         return self.items - self.answered
 
+    @property
+    def picked_by(self) -> str:
+        """How the pairs were picked, in a few words: the seed, the query, or the filters' version."""
+        if self.kind == "search":
+            return f'"{self.query}"'
+        if self.kind == "active":
+            return f"filters {(self.filter_version or '')[:12]}"
+        return f"seed {(self.params or {}).get('seed')}"
+
 
 @dataclass(frozen=True)
 class PendingItem:

@@ -245,10 +245,8 @@ def status_table(status: dict) -> str:
         head = f"{'queue':<28}{'filter':<10}{'kind':<8}{'items':>7}{'answered':>10}{'pending':>9}  picked by"
         lines += ["", head, "-" * len(head)]
         for q in status["queues"]:
-            how = (f'"{q.query}"' if q.kind == "search" else
-                   f"filters {q.filter_version[:12]}" if q.kind == "active" else
-                   f"seed {(q.params or {}).get('seed')}")
-            lines.append(f"{q.name:<28}{q.filter:<10}{q.kind:<8}{q.items:>7}{q.answered:>10}{q.pending:>9}  {how}")
+            lines.append(f"{q.name:<28}{q.filter:<10}{q.kind:<8}{q.items:>7}{q.answered:>10}{q.pending:>9}  "
+                         f"{q.picked_by}")
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ class NewQueue(BaseModel):
 
 
 def _queue_json(q) -> dict:
-    return {"id": q.id, "name": q.name, "filter": q.filter, "kind": q.kind, "query": q.query,
+    return {"id": q.id, "name": q.name, "filter": q.filter, "kind": q.kind, "query": q.query, "picked_by": q.picked_by,
             "items": q.items, "answered": q.answered, "labels_per_item": q.labels_per_item,
             "created": q.created.isoformat(timespec="seconds")}
 

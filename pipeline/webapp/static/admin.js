@@ -29,7 +29,7 @@
 
   function render(data) {
     $("queues").tBodies[0].replaceChildren(...data.queues.map((q) => row([
-      q.name, q.filter, q.kind, q.kind === "search" ? `"${q.query}"` : "", num(q.labels_per_item),
+      q.name, q.filter, q.kind, q.picked_by, num(q.labels_per_item),
       meter(q.answered, q.items)])));
     $("raters").tBodies[0].replaceChildren(...data.raters.map((r) => row([
       r.name, num(r.labels), num(r.median_s === null ? "" : r.median_s.toFixed(1)),
