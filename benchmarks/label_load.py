@@ -31,6 +31,7 @@ import os
 import random
 import re
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -153,7 +154,9 @@ async def _signed_in(client, token: str) -> None:
 async def _rater(url, name, token, labels, think, resend_every, floor, result: LoadResult, rng):
     import httpx
 
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    # TCP_NODELAY as browsers set it: else the client's Nagle holds a POST's body back for the server's ACK
+    transport = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    async with httpx.AsyncClient(base_url=url, timeout=120, transport=transport) as client:
         await _signed_in(client, token)
         item = (await client.get("/api/next")).json()["next"]
         for i in range(labels):
