@@ -276,3 +276,18 @@ def test_labels_given_on_the_page_are_what_fit_filters_learns_from(tmp_path, gli
                      "--target-fnr", "0.3", "--held-out", "60", "--json") == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["filters"]["people"]
     assert figures["held_out_positives"] >= 9 and figures["fnr"] <= 0.3
+
+
+def test_the_server_socket_says_tcp_so_replies_are_not_held_for_delayed_acks():
+    """asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP; without it every reply
+    (headers, then body) waited 40 ms for the client's delayed ACK."""
+    import socket
+
+    from pipeline.webapp.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()
