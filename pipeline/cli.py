@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "pipeline.commands.sample_cmd",
     "pipeline.commands.elo_cmd",
     "pipeline.commands.serve_cmd",
+    "pipeline.commands.submit_cmd",
+    "pipeline.commands.jobs_cmd",
 ]
 
 
