@@ -10,8 +10,8 @@ names the next pair) and waits a think time before the next one. Every 10th answ
 (a retry), which must store nothing the second time.
 
 Two workloads, alternating, --reps each:
-  paced     think times uniform in [0.5, 1.5] x --think-s: people labelling at once (a fast person
-            needs about a second per binary label)
+  paced     before each answer (the first too) a think time uniform in [0.5, 1.5] x --think-s: people
+            labelling at once (a fast person needs about a second per binary label)
   flat-out  no think time at all: every rater posts again as soon as the reply arrives, so 50
             requests always wait in line; this measures throughput, and its latency is mostly queueing
 and, as the floor to compare with, GET /healthz paced like the answers (the framework and loopback
@@ -163,6 +163,14 @@ async def _rater(url, name, token, labels, think, resend_every, floor, result: L
             if item is None:
                 result.errors.append(f"{name}: no pair left after {i} answers")
                 return
+            if think:  # the rater looks at the pair before answering (the first one too)
+                await asyncio.sleep(think * rng.uniform(0.5, 1.5))
+                if floor:
+                    start = time.perf_counter()
+                    ok = (await client.get("/healthz")).status_code == 200
+                    result.floor.append(time.perf_counter() - start)
+                    if not ok:
+                        result.errors.append(f"{name}: /healthz failed")
             body = {"client_id": f"{name}-{i:04d}-{rng.getrandbits(64):016x}", "uid": item["uid"],
                     "filter": item["filter"], "queue_id": item["queue_id"], "answer": rng.choice(("yes", "no"))}
             start = time.perf_counter()
@@ -178,14 +186,6 @@ async def _rater(url, name, token, labels, think, resend_every, floor, result: L
                 if again.status_code != 200 or again.json()["stored"] is not False:
                     result.errors.append(f"{name}: resent answer {i}: {again.status_code} {again.text[:200]}")
             item = reply.json()["next"]
-            if think:
-                await asyncio.sleep(think * rng.uniform(0.5, 1.5))
-                if floor:
-                    start = time.perf_counter()
-                    ok = (await client.get("/healthz")).status_code == 200
-                    result.floor.append(time.perf_counter() - start)
-                    if not ok:
-                        result.errors.append(f"{name}: /healthz failed")
 
 
 def run_raters(url: str, tokens: dict[str, str], labels: int, *, think_s: float = 0.0, resend_every: int = 10,

@@ -41,6 +41,9 @@ def serve(settings: ServeSettings, *, host: str, port: int, base_url, admin: boo
     if admin:
         token = context.store.add_rater("admin", admin=True)
         print(f"admin: {signin_link(base, token)}", file=stream)
+    if host not in ("127.0.0.1", "::1", "localhost") and not base.startswith("https://"):
+        print(f"note: listening on {host}, so other machines can reach it; put it behind https and give "
+              f"--url https://... so sign-in cookies are sent only over TLS", file=stream)
     print(f"serving on {base} (labels in {context.store.name}); raters sign in with the link "
           f"`glide label raters add NAME` prints; Ctrl-C stops", file=stream, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
