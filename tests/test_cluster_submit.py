@@ -1,6 +1,7 @@
 """`glide submit` on a real 2-node Ray cluster on this machine (tests/loopback_cluster.py), with Ray's
 token authentication on: a submitted ingest equals a local run's; bad input comes back as exit code 2;
 the worker node SIGKILLed mid-stage at three points loses and duplicates nothing."""
+import json
 import os
 import signal
 import subprocess
@@ -161,13 +162,13 @@ def test_bad_input_comes_back_as_exit_2_and_the_cluster_wants_its_token(world, c
     assert "submitted" not in proc.stderr
 
     glide = [sys.executable, "-m", "pipeline.cli", "jobs"]
-    listing = subprocess.run([*glide, "list", "--address", cluster.address], capture_output=True, text=True,
-                             cwd=REPO, env=cluster.env, timeout=120)
-    assert listing.returncode == 0 and f"ingest {missing} -o" in listing.stdout, listing.stderr
-    job_id = next(line.split()[0] for line in listing.stdout.splitlines() if str(missing) in line)
-    status = subprocess.run([*glide, "status", job_id, "--address", cluster.address], capture_output=True,
-                            text=True, cwd=REPO, env=cluster.env, timeout=120)
-    assert status.returncode == 0 and f"job {job_id} FAILED" in status.stdout and "exit code 2" in status.stdout
+    listing = subprocess.run([*glide, "list", "--json", "--address", cluster.address], capture_output=True,
+                             text=True, cwd=REPO, env=cluster.env, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    failed = [job for job in map(json.loads, listing.stdout.splitlines())
+              if job["metadata"]["glide_command"].startswith(f"ingest {missing} -o")]
+    assert [(job["status"], job["driver_exit_code"]) for job in failed] == [("FAILED", 2)]
+    assert failed[0]["submission_id"].startswith("glide-ingest-")
 
     # Token authentication is on: without the token, or with another one, nothing is submitted.
     no_token = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}

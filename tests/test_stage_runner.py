@@ -52,6 +52,9 @@ class CountingModel:
 
 def flaky_once(job, cfg, report):
     if mark(cfg["marks"], f"try-{job.name}") == 1:
+        # What a writer on a node that died leaves: a temporary file nobody will rename.
+        Path(job.pairs_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(job.pairs_path).with_name(f".{job.name}.0dead0.tmp").write_bytes(b"half a shard")
         raise ConnectionError(f"{job.name}: storage hiccup")
     return write_outputs(job, job.args[0])
 
@@ -121,6 +124,7 @@ def test_a_failed_task_is_retried_and_every_error_kept_until_it_succeeds(ray_loc
     spec = StageSpec(name="copy", shard_fn=flaky_once)
     run_stage(spec, dataset=ds, tasks=tasks(3), cfg={"marks": marks}, retries=1)
     check_manifest(ds, 3)
+    assert not list(Path(ds).rglob("*.tmp")), "a failed attempt's temporary files outlived the stage"
     with pytest.raises(sh.StageFailed, match=r"copy: 2 shard\(s\) failed after 1 attempts: part-00000.arrow, "
                                              r"part-00001.arrow \(last error: ConnectionError"):
         run_stage(spec, dataset=str(tmp_path / "ds2"), tasks=tasks(2), cfg={"marks": str(tmp_path / "m2")},

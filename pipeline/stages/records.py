@@ -39,16 +39,17 @@ def load_done(dataset: str, task: ShardTask) -> Optional[ShardResult]:
     return result if ok else None
 
 
-def remove_stale_outputs(dataset: str, names: set[str]) -> None:
+def remove_stale_outputs(dataset: str, names: Optional[set[str]]) -> None:
     """Drop shards (and their records) of an earlier run that are not among `names`, and the
-    temporary files of writers that were killed (a run starts only when no other writes here)."""
+    temporary files of writers that were killed (a run starts only when no other writes here).
+    `names` None: only the temporary files (a finished run's writers that died with their node)."""
     for kind in (sh.SHARDS_DIR, sh.REJECTS_DIR, PROGRESS_DIR):
         fs, p = sh.url_to_fs(sh.join(dataset, kind))
         if not fs.exists(p):
             continue
         for path in fs.ls(p, detail=False):
             base = path.rstrip("/").rsplit("/", 1)[-1]
-            stale = base.startswith("part-") and base.replace(".json", ".arrow") not in names
+            stale = names is not None and base.startswith("part-") and base.replace(".json", ".arrow") not in names
             if stale or (base.startswith(".part-") and base.endswith(".tmp")):
                 fs.rm(path)
 

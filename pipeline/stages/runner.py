@@ -50,6 +50,7 @@ def run_stage(spec: StageSpec, *, dataset: str, tasks: list[ShardTask], cfg: dic
 
     total = sum(t.rows for t in tasks)
     reused_rows = sum(r.input for r in results.values())
+    ran = bool(todo)
     failed = _execute(spec, dataset, todo, cfg, retries, results, total, reused_rows, len(tasks), stderr) \
         if todo else []
 
@@ -67,6 +68,8 @@ def run_stage(spec: StageSpec, *, dataset: str, tasks: list[ShardTask], cfg: dic
                              f"(last error: {failed[0].errors[-1]}; every attempt's error in {errors_path}); "
                              f"rerun the same command to retry them")
     records.clear_failures(dataset)
+    if ran:  # nothing of this run writes any more: what a killed attempt left half-written goes
+        records.remove_stale_outputs(dataset, None)
     extra = dict(manifest_extra or {})
     per_shard = total_extra(ordered)
     if per_shard:
