@@ -176,6 +176,27 @@ def test_placement_from_the_config_reaches_every_task(ray_local, tmp_path):
     assert [e["crawl_milli"] for e in extra] == [1000] * 3 and max(e["running"] for e in extra) == 1
 
 
+def test_dispatchers_follow_the_cluster_as_nodes_join(ray_local, monkeypatch):
+    """An autoscaler adds nodes while a stage runs: more tasks go in flight, more actors start."""
+    import ray
+
+    from pipeline.stages import execution
+
+    spec = StageSpec(name="copy", shard_fn=flaky_once)
+    tasks_out = execution.TaskDispatcher(spec, {}, None)
+    actors = execution.ActorDispatcher(StageSpec(name="embed", worker=CountingModel, max_workers=3), {}, None, 10)
+    try:
+        assert tasks_out.capacity == 4 and actors.workers == 2  # 2 CPUs
+        monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0})
+        assert tasks_out.has_room(4) is False and actors.workers == 2  # not looked at again yet
+        monkeypatch.setattr(execution, "RESOURCES_RECHECK_S", 0.0)
+        assert tasks_out.has_room(4) is True and tasks_out.capacity == 16
+        actors.has_room(0)
+        assert actors.workers == 3 and len(actors.idle) == 3  # max_workers caps the pool
+    finally:
+        actors.shutdown()
+
+
 GPU_PROBE = """
 import json, sys
 import ray

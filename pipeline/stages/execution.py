@@ -125,6 +125,11 @@ def on_this_node() -> dict:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
 
 
+# How often a dispatcher looks at the cluster's resources again: an autoscaler adds (and a lost node
+# removes) nodes while a stage runs, and the work in flight follows.
+RESOURCES_RECHECK_S = 10.0
+
+
 class TaskDispatcher:
     """One Ray task per shard; at most ~2 per CPU in flight, so the queue stays bounded."""
 
@@ -133,11 +138,17 @@ class TaskDispatcher:
 
         self.spec, self.cfg, self.counter = spec, cfg, counter
         cluster = ray.cluster_resources()
-        gpus = gpus_per_worker(spec, cluster)
-        self.remote = ray.remote(max_retries=0, **ray_options(spec, gpus))(run_shard_fn)
-        self.capacity = slots(spec, cluster, gpus) * 2
+        self.gpus = gpus_per_worker(spec, cluster)
+        self.remote = ray.remote(max_retries=0, **ray_options(spec, self.gpus))(run_shard_fn)
+        self.capacity = slots(spec, cluster, self.gpus) * 2
+        self.checked = time.monotonic()
 
     def has_room(self, in_flight: int) -> bool:
+        import ray
+
+        if time.monotonic() - self.checked > RESOURCES_RECHECK_S:
+            self.capacity = slots(self.spec, ray.cluster_resources(), self.gpus) * 2
+            self.checked = time.monotonic()
         return in_flight < self.capacity
 
     def submit(self, job: ShardJob):
@@ -159,18 +170,31 @@ class ActorDispatcher:
         self.spec, self.cfg, self.counter = spec, cfg, counter
         cluster = ray.cluster_resources()
         gpus = gpus_per_worker(spec, cluster)
-        room = slots(spec, cluster, gpus)
-        n = max(1, min(n_tasks, room, spec.max_workers or room))
+        self.n_tasks = n_tasks
         self.actor_cls = ray.remote(max_restarts=0, **ray_options(spec, gpus))(WorkerHost)
-        self.idle: deque = deque(self._new_actor() for _ in range(n))
+        self.idle: deque = deque()
         self.busy: dict[Any, Any] = {}
-        self.workers = n
+        self.workers = 0
         self.gpus_per_worker = gpus
+        self._grow(cluster)
 
     def _new_actor(self):
         return self.actor_cls.remote(self.spec.worker, self.cfg)
 
+    def _grow(self, cluster: dict) -> None:
+        """Up to as many actors as the cluster holds (never more than shards or max_workers)."""
+        room = slots(self.spec, cluster, self.gpus_per_worker)
+        target = max(1, min(self.n_tasks, room, self.spec.max_workers or room))
+        while self.workers < target:
+            self.idle.append(self._new_actor())
+            self.workers += 1
+        self.checked = time.monotonic()
+
     def has_room(self, in_flight: int) -> bool:
+        import ray
+
+        if time.monotonic() - self.checked > RESOURCES_RECHECK_S:
+            self._grow(ray.cluster_resources())
         return bool(self.idle)
 
     def submit(self, job: ShardJob):
