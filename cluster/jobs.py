@@ -297,11 +297,14 @@ def submit(client, argv: list[str], runtime_env: dict, resources: EntrypointReso
                                  **resources.submit_kwargs())
     except AuthenticationError as e:
         raise auth_error(client.get_address(), e) from None
-    except RuntimeError as e:  # the Jobs API refused the request: a bad runtime env, a duplicate id, ...
-        text = str(e).strip()
-        if "status code 4" in text:
-            raise UserError(f"{client.get_address()}: job refused: {text.splitlines()[0][:500]}") from None
-        raise
+    except RuntimeError as e:  # the Jobs API refused the request: a duplicate id, a bad runtime env, ...
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        if any("already exists" in line for line in lines):
+            raise UserError(f"--submission-id {submission_id}: the cluster has a job with this id already") \
+                from None
+        if lines and re.search(r"status code 4\d\d", lines[0]):
+            raise UserError(f"{client.get_address()}: job refused: {lines[-1][:500]}") from None
+        raise RuntimeError(f"{client.get_address()}: job not submitted: {lines[-1][:500] if lines else e}") from None
 
 
 def job_info(client, job_id: str):
@@ -356,7 +359,7 @@ def describe(info) -> str:
     if info.start_time and info.end_time:
         seconds = f" after {(info.end_time - info.start_time) / 1000:.1f} s"
     reason = ""
-    if str(info.status) != "SUCCEEDED" and info.message:  # Ray appends the log's tail: it was streamed already
+    if str(info.status) in ("FAILED", "STOPPED") and info.message:  # Ray appends the log's tail: streamed already
         reason = ": " + info.message.strip().splitlines()[0].split(", last available logs")[0][:300]
     code = getattr(info, "driver_exit_code", None)
     exit_text = f" (exit code {code})" if code not in (None, 0) else ""

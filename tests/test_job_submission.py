@@ -136,3 +136,26 @@ def test_the_submitted_command_is_checked_here_first(capsys):
     assert exit_info.value.code == 2 and "invalid choice: 'no-such-command'" in capsys.readouterr().err
     assert main(["submit", "--memory", "lots", "--", "model", "list"]) == 2
     assert "--memory 'lots'" in capsys.readouterr().err
+
+
+def test_a_refused_submission_says_why_in_one_line():
+    class Refusing:
+        def __init__(self, text):
+            self.text = text
+
+        def get_address(self):
+            return "http://head:8265"
+
+        def submit_job(self, **kwargs):
+            raise RuntimeError(self.text)
+
+    duplicate = Refusing("Request failed with status code 500: Traceback (most recent call last):\n  File ...\n"
+                         "ValueError: Job with submission_id glide-x already exists. Please use a different one.")
+    with pytest.raises(UserError, match="^--submission-id glide-x: the cluster has a job with this id already$"):
+        jobs.submit(duplicate, ["model", "list"], {}, jobs.EntrypointResources(), "glide-x")
+    with pytest.raises(UserError, match="job refused: ValueError: bad runtime_env"):
+        jobs.submit(Refusing("Request failed with status code 400: \nValueError: bad runtime_env"),
+                    ["model", "list"], {}, jobs.EntrypointResources())
+    with pytest.raises(RuntimeError, match="job not submitted: KeyError: boom$"):  # the cluster's fault: exit 1
+        jobs.submit(Refusing("Request failed with status code 500: Traceback\nKeyError: boom"), ["model", "list"], {},
+                    jobs.EntrypointResources())
