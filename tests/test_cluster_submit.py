@@ -1,6 +1,6 @@
 """`glide submit` on a real 2-node Ray cluster on this machine (tests/loopback_cluster.py), with Ray's
-token authentication on: a submitted ingest equals a local run's; bad input comes back as exit code 2;
-the worker node SIGKILLed mid-stage at three points loses and duplicates nothing."""
+token authentication on: a submitted ingest and a submitted filter equal local runs; bad input comes
+back as exit code 2; the worker node SIGKILLed mid-ingest at three points loses and duplicates nothing."""
 import json
 import os
 import signal
@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import shards as sh
+from filter_world import write_embeddings_dataset
 from loopback_cluster import LoopbackCluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,9 +32,11 @@ ingest:
 # The same crawl everywhere; the cluster configs differ only in where the tasks may run, which is not
 # part of the stage's config (so the manifests' configs agree too).
 LOCAL = "ray:\n  num_cpus: 2\n" + INGEST
-ON_THE_WORKER = "ray:\n  placement:\n    ingest:\n      resources: {worker_node: 1}\n" + INGEST
+ON_THE_WORKER = ("ray:\n  placement:\n    ingest:\n      resources: {worker_node: 1}\n"
+                 "    filter:\n      resources: {worker_node: 1}\n" + INGEST)
 ANYWHERE = INGEST
 SHARD_SIZE = 4
+FILTER_ROWS = 800
 SLOW_ROWS = 6  # each a 1 s response, one per shard: every crawl task lasts long enough to be killed in
 
 
@@ -59,16 +62,52 @@ def world(tmp_path_factory):
         for name, text in (("local", LOCAL), ("worker", ON_THE_WORKER), ("anywhere", ANYWHERE)):
             configs[name] = root / f"{name}.yaml"
             configs[name].write_text(text)
-        # The local reference run starts now and runs while the cluster starts.
-        local = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *ingest_args(urls, root / "local", configs["local"])],
-                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+        # The filter stage's input: an embeddings dataset (tests/filter_world.py) and filters for it.
+        embeddings, _, truth = write_embeddings_dataset(root / "emb", FILTER_ROWS, shards=4, images=False)
+        write_filters(root / "filters", embeddings, truth)
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        # The local reference runs start now and run while the cluster starts.
+        local = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *ingest_args(urls, root / "local", configs["local"])],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        local_filter = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli",
+             *filter_args(embeddings, root / "filters", root / "filtered-local", configs["local"])],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
-            yield {"root": root, "urls": urls, "rows": len(rows), "configs": configs, "local": local}
+            yield {"root": root, "urls": urls, "rows": len(rows), "configs": configs, "local": local,
+                   "embeddings": embeddings, "local_filter": local_filter}
         finally:
-            if local.poll() is None:
-                local.kill()
-            local.communicate()
+            for proc in (local, local_filter):
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
+
+
+def write_filters(folder, embeddings, truth) -> None:
+    """An RBF-SVM per category fitted here on half the pairs (glide fit-filters has its own tests)."""
+    import numpy as np
+    from sklearn.svm import SVC
+
+    from filter_world import CATEGORIES, MODEL
+    from filtering.filter_files import save_filters
+    from filtering.svm_filter import SvmFilter
+
+    x = np.concatenate([b.column("clip_embedding").flatten().to_numpy().reshape(len(b), -1)
+                        for b in sh.iter_record_batches(str(embeddings), ["clip_embedding"])]).astype(np.float32)
+    half = len(x) // 2
+    filters = []
+    for name in CATEGORIES:
+        labels = np.asarray(truth[name], dtype=bool)
+        svc = SVC(C=10.0).fit(x[:half], labels[:half])
+        filters.append(SvmFilter.from_svc(name, svc, threshold=0.0, embedding_model=MODEL,
+                                          held_out_scores=svc.decision_function(x[half:]),
+                                          held_out_labels=labels[half:]))
+    save_filters(str(folder), filters)
+
+
+def filter_args(embeddings, filters, out, config):
+    return ["filter", str(embeddings), "--filters", str(filters), "-o", str(out), "-c", str(config)]
 
 
 def ingest_args(urls, out, config):
@@ -80,6 +119,13 @@ def local_result(world):
     out, err = world["local"].communicate(timeout=300)
     assert world["local"].returncode == 0, err[-3000:]
     return world["root"] / "local"
+
+
+@pytest.fixture(scope="module")
+def filter_reference(world):
+    out, err = world["local_filter"].communicate(timeout=300)
+    assert world["local_filter"].returncode == 0, err[-3000:]
+    return world["root"] / "filters", world["root"] / "filtered-local"
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +194,26 @@ def test_a_submitted_ingest_equals_a_local_run(world, local_result, cluster):
     print(f"\ncluster start {cluster.start_seconds:.1f} s; submitted ingest {seconds:.1f} s")
 
 
+def scores_by_uid(dataset):
+    columns = [f"score_{n}" for n in ("people", "violence", "hate")]
+    return {row["uid"]: tuple(row[c] for c in columns)
+            for b in sh.iter_record_batches(str(dataset), columns=["uid", *columns]) for row in b.to_pylist()}
+
+
+@pytest.mark.timeout(300)
+def test_a_submitted_filter_equals_a_local_run(world, filter_reference, cluster):
+    """The filter stage's actors (ray.placement.filter: `worker_node`) on the worker node."""
+    filters, reference = filter_reference
+    out = world["root"] / "filtered-submitted"
+    started = time.monotonic()
+    proc = submit(cluster, *filter_args(world["embeddings"], filters, out, world["configs"]["worker"]))
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_same_dataset(out, reference, FILTER_ROWS)
+    assert scores_by_uid(out) == scores_by_uid(reference)
+    print(f"\nsubmitted filter {seconds:.1f} s")
+
+
 @pytest.mark.timeout(300)
 def test_bad_input_comes_back_as_exit_2_and_the_cluster_wants_its_token(world, cluster):
     missing = world["root"] / "no-such-list.parquet"
@@ -156,11 +222,7 @@ def test_bad_input_comes_back_as_exit_2_and_the_cluster_wants_its_token(world, c
     assert f"glide: error: {missing}: URL list not found" in proc.stdout  # the remote command's own line
     assert "(exit code 2)" in proc.stderr.splitlines()[-1]
 
-    # A command that cannot parse never leaves this machine.
-    proc = submit(cluster, "ingest", missing, "-o", world["root"] / "never", "--no-such-flag")
-    assert proc.returncode == 2 and "unrecognized arguments: --no-such-flag" in proc.stderr
-    assert "submitted" not in proc.stderr
-
+    # (A command that cannot parse never leaves this machine: tests/test_job_submission.py.)
     glide = [sys.executable, "-m", "pipeline.cli", "jobs"]
     listing = subprocess.run([*glide, "list", "--json", "--address", cluster.address], capture_output=True,
                              text=True, cwd=REPO, env=cluster.env, timeout=120)
