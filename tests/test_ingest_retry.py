@@ -10,7 +10,7 @@ import pytest
 
 import shards as sh
 from pipeline.ingest.fetch import Reason, backoff_seconds, classify_download_error
-from tests.conftest import run_glide
+from conftest import run_glide
 
 N_GOOD = 24
 

@@ -12,7 +12,7 @@ import pytest
 import shards as sh
 from pipeline.config import IngestConfig, SampleWorldConfig
 from pipeline.ingest import url_lists
-from tests.conftest import REPO, run_glide
+from conftest import REPO, run_glide
 
 CONFIG = """\
 ray:

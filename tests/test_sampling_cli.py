@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import run_glide, save_tiny_checkpoint
+from conftest import run_glide, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

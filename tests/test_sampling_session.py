@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import save_tiny_checkpoint
+from conftest import save_tiny_checkpoint
 from shards import UserError
 from training.sampling.session import SampleSettings, SamplingSession, SessionConfig
 
