@@ -291,3 +291,32 @@ def test_the_server_socket_says_tcp_so_replies_are_not_held_for_delayed_acks():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         sock.close()
+
+
+def test_the_admin_makes_an_active_learning_queue_from_the_current_filters(world, tmp_path):
+    import numpy as np
+
+    from filtering.filter_files import save_filters
+    from filtering.svm_filter import SvmFilter
+    from label_world import MODEL, unit
+
+    _, dataset, _ = world
+    rng = np.random.default_rng(5)
+    svm = SvmFilter(name="violence", support_vectors=unit(rng.standard_normal((4, 8))).astype(np.float32),
+                    dual_coef=np.array([1.0, -0.5, 0.8, -1.2]), gamma=0.7, intercept=-0.05, threshold=-0.2,
+                    embedding_model=MODEL)
+    save_filters(str(tmp_path / "filters"), [svm])
+    db = tmp_path / "labels.db"
+    token = rater_tokens(db, ["boss"], admin=True)["boss"]
+    context = AppContext.open(ServeSettings(db=str(db), dataset=dataset, filters=str(tmp_path / "filters")))
+    try:
+        boss = sign_in(create_app(context=context), token)
+        assert boss.get("/api/admin/overview").json()["can"] == {"random": True, "search": True, "active": True}
+        reply = boss.post("/api/admin/queues", json={"kind": "active", "filter": "violence", "n": 4,
+                                                     "labels_per_item": 2})
+        assert reply.status_code == 200, reply.text
+        queue = reply.json()["queue"]
+        assert (queue["kind"], queue["items"], queue["labels_per_item"]) == ("active", 4, 2)
+        assert queue["picked_by"].startswith("filters ") and boss.get("/api/next").json()["next"]["filter"] == "violence"
+    finally:
+        context.store.close()
