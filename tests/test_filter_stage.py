@@ -36,10 +36,17 @@ def test_fit_filters_prints_each_filters_figures_as_its_last_json_line(world):
     assert (root / "filters" / "report" / "index.html").is_file()
 
 
-def test_filter_keeps_scored_pairs_and_rejects_the_rest_naming_the_first_filter_that_fires(world):
-    root, dataset, truth, _ = world
+@pytest.fixture(scope="module")
+def filtered(world):
+    """`glide filter` of the world's dataset with its filters: (DATASET_FILTERED, the run)."""
+    root, dataset, _, _ = world
     out = root / "filtered"
-    run = run_glide("filter", dataset, "--filters", root / "filters", "-o", out)
+    return out, run_glide("filter", dataset, "--filters", root / "filters", "-o", out)
+
+
+def test_filter_keeps_scored_pairs_and_rejects_the_rest_naming_the_first_filter_that_fires(world, filtered):
+    root, dataset, truth, _ = world
+    out, run = filtered
     assert run.returncode == 0, run.stderr
     filters = load_filters(str(root / "filters")).filters
     thresholds = {f.name: f.threshold for f in filters}
@@ -111,3 +118,25 @@ def test_a_damaged_filters_folder_is_a_one_line_error_naming_the_file(world, tmp
     run = run_glide("filter", dataset, "--filters", damaged, "-o", tmp_path / "out")
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert run.stderr.startswith(f"glide: error: {damaged / 'violence.safetensors'}: not a readable safetensors")
+
+
+@pytest.mark.timeout(900)
+def test_glide_train_takes_the_filtered_dataset_as_it_is(world, filtered, tmp_path):
+    """The filtered shards carry clip_embedding and score_<filter> columns and a filter-stage manifest
+    (its shards only the kept pairs): `glide train` reads them as they are, and trains on the kept pairs."""
+    from train_world import micro_config
+
+    out, run = filtered
+    assert run.returncode == 0, run.stderr
+    manifest = sh.read_manifest(str(out))
+    assert manifest["stage"] == "filter"
+    names = sh.read_schema(sh.list_shards(str(out))[0]).names
+    assert "clip_embedding" in names and [n for n in names if n.startswith("score_")] == \
+        [f"score_{n}" for n in CATEGORIES]
+    train = run_glide("train", "base", "--data", out, "-o", tmp_path / "run",
+                      "--model-config", micro_config(tmp_path / "micro-base.json"), "--workers", 1,
+                      "--batch-size", 4, "--max-steps", 2, "--save-every", 2, "--log-every", 1, timeout=800)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (tmp_path / "run" / "exports" / "step-0000002").is_dir()
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps if "loss" in r][-1] == 2
