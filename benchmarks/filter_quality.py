@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         filters = str(Path(args.filters).resolve())
+        if not Path(filters, "index.json").is_file():
+            raise UserError(f"{args.filters}: no filters there; `make demo` writes demo-output/filters "
+                            f"(or pass --filters FOLDER)")
         clip = args.clip or clip_of(filters)
         fitted = fitted_world(filters)
         if fitted and fitted["config"]["seed"] == args.seed:

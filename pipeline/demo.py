@@ -2,7 +2,7 @@
 
     1-2  sample world, served on 127.0.0.1 -> `glide ingest` -> Arrow shards
     3    the clean CLIP: the shipped checkpoints/demo/clip (or, --from-scratch, `glide train clip
-         --clip-mode clean` on the crawl into OUT/runs/clip)
+         --clip-mode clean` into OUT/runs/clip on the crawl of its own world, configs/clip-world.yaml)
     4    `glide embed` -> the CLIP features
     5-7  labels from the world's ground truth, active learning, `glide fit-filters`, `glide filter`
          (pipeline.demo_filters) -> OUT/filters, OUT/dataset-filtered
@@ -28,6 +28,7 @@ from pipeline.demo_steps import REPO, Step, glide, in_repo
 WORLD_CONFIG = REPO / "configs" / "sample-world.yaml"
 TRAIN_CONFIG = REPO / "configs" / "train-demo.yaml"
 CLIP_CONFIG = REPO / "configs" / "train-clip-demo.yaml"
+CLIP_WORLD_CONFIG = REPO / "configs" / "clip-world.yaml"
 SHIPPED = REPO / "checkpoints" / "demo"  # made by `make demo-checkpoints` (pipeline/demo_checkpoints.py)
 KINDS = ("base", "upsampler")
 PROVENANCE_FILE = "provenance.json"
@@ -41,31 +42,41 @@ DEMO_PROMPTS = [
 ]
 
 
-def crawl_world(config: str | Path, out: Path) -> tuple[Path, Step]:
-    """Steps 1-2: generate and serve the sample world, crawl it with `glide ingest` into OUT/dataset."""
+def crawl_world(config: str | Path, out: Path, world: str = "world", dataset: str = "dataset",
+                step: str = "1-2") -> tuple[Path, Step]:
+    """Generate and serve the sample world of CONFIG into OUT/WORLD, crawl it with `glide ingest` into
+    OUT/DATASET."""
     from pipeline.sample_server import SampleWorldServer
     from pipeline.sample_world import generate_world, write_url_list
 
     cfg = load_config(config)
-    world_dir, dataset = out / "world", out / "dataset"
-    print(f"== 1. sample world -> {world_dir}", flush=True)
+    world_dir, dataset_dir = out / world, out / dataset
+    first, _, second = step.partition("-")
+    print(f"== {first}. sample world of {in_repo(config)} -> {world_dir}", flush=True)
     info = generate_world(cfg.sample_world, world_dir)
-    print(f"   {info.count} images, {cfg.sample_world.image_size}px, seed {cfg.sample_world.seed}")
+    print(f"   {info.count} images, {cfg.sample_world.image_size}px, seed {cfg.sample_world.seed}; "
+          + ", ".join(f"{n} show {c}" for c, n in info.categories.items()))
     with SampleWorldServer(world_dir, host=cfg.sample_world.host, port=cfg.sample_world.port,
                            slow_seconds=cfg.sample_world.slow_seconds) as server:
         urls = write_url_list(world_dir, server.base_url)
         print(f"   serving on {server.base_url}; URL list {urls}")
-        print(f"== 2. ingest: crawl the URL list into Arrow shards -> {dataset}", flush=True)
-        step = glide("ingest", urls, "-o", dataset, "--config", config)
-    return dataset, step
+        print(f"== {second or first}. ingest: crawl the URL list into Arrow shards -> {dataset_dir}", flush=True)
+        result = glide("ingest", urls, "-o", dataset_dir, "--config", config)
+    return dataset_dir, result
 
 
-def train_clip(dataset: Path, run: Path, max_steps: int | None = None) -> Step:
-    """Step 3 from scratch: the clean CLIP, `glide train clip --clip-mode clean`, into RUN."""
-    print(f"\n== 3. train the clean CLIP on the crawl -> {run}", flush=True)
+def train_clip(out: Path, run: Path, max_steps: int | None = None) -> tuple[Step, Step, Path]:
+    """Step 3 from scratch: crawl the CLIP's own world (configs/clip-world.yaml) into OUT/clip-world and
+    OUT/clip-dataset, and train the clean CLIP on it (`glide train clip --clip-mode clean`) into RUN.
+    Returns the ingest and training steps and the CLIP's dataset."""
+    print(f"\n== 3. the clean CLIP, trained on its own world (another seed; captions name every stand-in)",
+          flush=True)
+    dataset, ingest = crawl_world(CLIP_WORLD_CONFIG, out, "clip-world", "clip-dataset", step="3.1-3.2")
+    print(f"\n== 3.3. train the clean CLIP on {in_repo(dataset)} -> {run}", flush=True)
     steps = ["--max-steps", str(max_steps)] if max_steps else []
-    return glide("train", "clip", "--clip-mode", "clean", "--data", dataset, "--config", CLIP_CONFIG, "-o", run,
-                 *steps)
+    train = glide("train", "clip", "--clip-mode", "clean", "--data", dataset, "--config", CLIP_CONFIG, "-o", run,
+                  *steps)
+    return ingest, train, dataset
 
 
 def train_models(dataset: Path, train_config: str | Path, runs: Path, max_steps: int | None = None,
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset, steps["ingest"] = crawl_world(args.config, out)
     if args.from_scratch:
         clip = out / "runs" / "clip"
-        steps["train clip"] = train_clip(dataset, clip, args.max_steps)
+        steps["ingest clip world"], steps["train clip"], _ = train_clip(out, clip, args.max_steps)
     else:
         clip = SHIPPED / "clip"
         print(f"\n== 3. the clean CLIP: the shipped {in_repo(clip)} (retrain: make demo FROM_SCRATCH=1)")

@@ -29,8 +29,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.demo import (CLIP_CONFIG, KINDS, PROVENANCE_FILE, SHIPPED, TRAIN_CONFIG, WORLD_CONFIG, crawl_world,
-                           train_clip, train_models)
+from pipeline.demo import (CLIP_WORLD_CONFIG, KINDS, PROVENANCE_FILE, SHIPPED, TRAIN_CONFIG, WORLD_CONFIG,
+                           crawl_world, train_clip, train_models)
 from pipeline.demo_filters import DEMO_PLAN, label_fit_filter
 from pipeline.demo_steps import REPO, glide
 from shards import manifest_digest
@@ -40,7 +40,6 @@ WHAT = {"clip": "the demo's clean CLIP (`make demo` embeds the crawl with it)",
         "base": "the demo's base (`make demo` fine-tunes it briefly on the filtered shards, then samples it)",
         "upsampler": "the demo's upsampler (`make demo` samples it)"}
 
-REGENERATE = "make demo-checkpoints"
 DEFAULT_WORK = REPO / "runs" / "demo-checkpoints"
 RECORD_FILE = "steps.json"  # WORK/steps.json: what ran, so --pack-only can re-pack with the same provenance
 
@@ -66,36 +65,37 @@ def main(argv: list[str] | None = None) -> int:
         if work.exists():
             raise SystemExit(f"{work}: exists; remove it to retrain from scratch, or pass --pack-only")
         record = produce(work, kinds, args.max_steps)
-    for kind in record["train"]:
+    for kind in record["kinds"]:
         dest = pack(work / "runs" / kind, Path(args.out) / kind, kind, record, args.dtype)
         print(f"packed {kind}: {dest} ({sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.1f} MB)")
     return 0
 
 
 def produce(work: Path, kinds: list[str], max_steps: int | None) -> dict:
-    """The demo's steps from scratch under WORK; returns (and writes WORK/steps.json) what ran."""
+    """The demo's steps from scratch under WORK; returns (and writes WORK/steps.json) what ran, per
+    kind: its world config, ingest step, training step, dataset and every command that led to it."""
     t0 = time.perf_counter()
-    git = git_state()  # before training: the code that runs
-    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    dataset, ingest = crawl_world(WORLD_CONFIG, work)
-    record = {"date": date, "git": git, "world_config": rel(WORLD_CONFIG), "ingest": asdict(ingest),
-              "train": {}, "datasets": {}, "commands": {}, "host": host()}
+    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "git": git_state(),  # before training: the code that runs
+              "kinds": {}, "host": host()}
     clip = SHIPPED / "clip"
     if "clip" in kinds:
         clip = work / "runs" / "clip"
-        step = train_clip(dataset, clip, max_steps)
-        record["train"]["clip"], record["datasets"]["clip"] = asdict(step), dataset_ref(dataset)
-        record["commands"]["clip"] = [ingest.command, step.command]
+        ingest, step, dataset = train_clip(work, clip, max_steps)
+        record["kinds"]["clip"] = {"world_config": rel(CLIP_WORLD_CONFIG), "ingest": asdict(ingest),
+                                   "train": asdict(step), "dataset": dataset_ref(dataset),
+                                   "commands": [ingest.command, step.command]}
     models = [k for k in KINDS if k in kinds]
     if models:
+        dataset, ingest = crawl_world(WORLD_CONFIG, work)
         embed = glide("embed", dataset, "-o", work / "dataset-emb", "--clip", clip)
         filters = label_fit_filter(work / "dataset-emb", work / "world", work, DEMO_PLAN)
-        before = [ingest.command, *record["commands"].get("clip", [])[1:], embed.command,
+        before = [*record["kinds"].get("clip", {}).get("commands", []), ingest.command, embed.command,
                   *(s.command for s in filters.steps.values())]
-        record["filters"] = filters.figures
         for kind, step in train_models(filters.filtered, TRAIN_CONFIG, work / "runs", max_steps, kinds=models).items():
-            record["train"][kind], record["datasets"][kind] = asdict(step), dataset_ref(filters.filtered)
-            record["commands"][kind] = [*before, step.command]
+            record["kinds"][kind] = {"world_config": rel(WORLD_CONFIG), "ingest": asdict(ingest),
+                                     "train": asdict(step), "dataset": dataset_ref(filters.filtered),
+                                     "commands": [*before, step.command], "filters": filters.figures}
     record["total_wall_s"] = round(time.perf_counter() - t0, 1)
     (work / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -122,17 +122,17 @@ def pack(run: Path, dest: Path, kind: str, record: dict, dtype: str) -> Path:
     weights = f"EMA weights of step {meta['step']}, stored as {dtype}"
     save_checkpoint(dest, state, model_config_of(export, meta), step=meta["step"], tokenizer_files=tokenizer_files,
                     extra={**meta.get("extra", {}), "weights": weights, "provenance": PROVENANCE_FILE})
-    train = record["train"][kind]
+    made = record["kinds"][kind]
     provenance = {
         "what": WHAT[kind],
         "weights": weights,
-        "regenerate": REGENERATE,
-        "commands": record["commands"][kind],
-        "world": f"pipeline.demo.crawl_world: sample world of {record['world_config']}, served on 127.0.0.1",
-        "ingest": record["ingest"],
-        "train": {**train, "steps": meta["step"], **throughput(run)},
-        "dataset": record["datasets"][kind],
-        **({"filters": record["filters"]} if kind != "clip" and "filters" in record else {}),
+        "regenerate": f"python -m pipeline.demo_checkpoints --kinds {kind}",
+        "commands": made["commands"],
+        "world": f"pipeline.demo.crawl_world: sample world of {made['world_config']}, served on 127.0.0.1",
+        "ingest": made["ingest"],
+        "train": {**made["train"], "steps": meta["step"], **throughput(run)},
+        "dataset": made["dataset"],
+        **({"filters": made["filters"]} if "filters" in made else {}),
         "source_export": rel(export),
         "git": record["git"],
         "date": record["date"],

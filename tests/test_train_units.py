@@ -263,3 +263,17 @@ def test_clip_captions_are_sometimes_one_of_their_clauses_decided_per_epoch_and_
     assert train_task(cfg.model_copy(update={"kind": "clip"}), load_model_config("tiny-clip")).caption_clauses == 0.8
     with pytest.raises(UserError, match="caption_clauses 1.5 is not in"):
         TrainTask(kind="clip", caption_clauses=1.5)
+
+
+def test_a_relative_init_path_reaches_the_workers_absolute(tmp_path, monkeypatch):
+    """Ray Train workers run in their own folders: `--init checkpoints/x` must mean the caller's."""
+    from conftest import save_tiny_checkpoint
+    from training.trainer.config import TrainConfig
+    from training.trainer.launcher import prepare_run
+
+    save_tiny_checkpoint(tmp_path / "ckpt" / "base")
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    run = prepare_run(TrainConfig(kind="base", data="data", output="run", init="ckpt/base"))
+    assert run["init"] == str(tmp_path / "ckpt" / "base")
+    assert run["tokenizer_dir"] is None or os.path.isabs(run["tokenizer_dir"])
