@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -57,7 +58,7 @@ class ImageFeatures:
         return ImageFeatures(np.concatenate([p.pool for p in parts]), logits)
 
 
-class FeatureExtractor:
+class FeatureExtractor(ABC):
     """What the metrics need of a feature network (Inception or CLIP)."""
 
     kind: str          # "inception" or "clip"
@@ -65,16 +66,17 @@ class FeatureExtractor:
     has_logits: bool   # class logits for the Inception Score
     batch_size: int
 
+    @abstractmethod
     def describe(self) -> dict:
         """Which network, its exact weights (sha256) and its input preprocessing, as JSON-able data."""
-        raise NotImplementedError
 
     def digest(self) -> str:
         """sha256 of describe(): changes whenever the weights or the preprocessing do."""
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()
 
+    @abstractmethod
     def _extract_batch(self, images: np.ndarray) -> ImageFeatures:
-        raise NotImplementedError
+        """One batch of uint8 [B, H, W, 3] images -> their pool features (and logits, if any)."""
 
     def extract(self, images) -> ImageFeatures:
         """uint8 [N, H, W, 3] images (or a list of equally sized ones) -> ImageFeatures, in batches."""
