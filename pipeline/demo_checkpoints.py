@@ -1,15 +1,19 @@
 """`make demo-checkpoints`: retrain the demo's shipped checkpoints from scratch and pack them.
 
-    python -m pipeline.demo_checkpoints                 # WORK = runs/demo-checkpoints (must not exist)
-    python -m pipeline.demo_checkpoints --pack-only     # re-pack WORK's finished runs
+    python -m pipeline.demo_checkpoints                     # WORK = runs/demo-checkpoints (must not exist)
+    python -m pipeline.demo_checkpoints --kinds clip        # only the clean CLIP
+    python -m pipeline.demo_checkpoints --pack-only         # re-pack WORK's finished runs
 
-Runs the demo's own steps as `make demo FROM_SCRATCH=1` does (sample world -> `glide ingest` ->
-`glide train base` -> `glide train upsampler`, configs/train-demo.yaml) under WORK, then writes
-checkpoints/demo/{base,upsampler}/: only what sampling needs, the EMA weights of the last export
-(float16 by default: half the bytes, and the loader copies them into the model's float32
+Runs the demo's own steps as `make demo FROM_SCRATCH=1` does under WORK: sample world -> `glide
+ingest` -> `glide train clip --clip-mode clean` (configs/train-clip-demo.yaml) on the crawl; for
+the base and upsampler also `glide embed` -> labels -> `glide fit-filters` -> `glide filter`
+(pipeline.demo_filters) and `glide train base|upsampler` (configs/train-demo.yaml) on the filtered
+shards (with the shipped CLIP when the CLIP is not among --kinds). Then it writes
+checkpoints/demo/KIND/ for each kind trained: only what the demo needs, the EMA weights of the last
+export (float16 by default: half the bytes, and the loader copies them into the model's float32
 parameters) as a regular checkpoint folder (model.safetensors + config.json with its sha256), plus
-provenance.json: the commands, the git commit, the dataset's manifest digest, date, wall times and
-images/s.
+provenance.json: the commands, the git commit, the training dataset's manifest digest, date, wall
+times and images/s.
 """
 from __future__ import annotations
 
@@ -25,10 +29,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.demo import KINDS, PROVENANCE_FILE, REPO, SHIPPED, TRAIN_CONFIG, WORLD_CONFIG, crawl_world, train_models
+from pipeline.demo import (CLIP_WORLD_CONFIG, KINDS, PROVENANCE_FILE, SHIPPED, TRAIN_CONFIG, WORLD_CONFIG,
+                           crawl_world, train_clip, train_models)
+from pipeline.demo_filters import DEMO_PLAN, label_fit_filter
+from pipeline.demo_steps import REPO, glide
 from shards import manifest_digest
 
-REGENERATE = "make demo-checkpoints"
+ALL_KINDS = ("clip", *KINDS)
+WHAT = {"clip": "the demo's clean CLIP (`make demo` embeds the crawl with it)",
+        "base": "the demo's base (`make demo` fine-tunes it briefly on the filtered shards, then samples it)",
+        "upsampler": "the demo's upsampler (`make demo` samples it)"}
+
 DEFAULT_WORK = REPO / "runs" / "demo-checkpoints"
 RECORD_FILE = "steps.json"  # WORK/steps.json: what ran, so --pack-only can re-pack with the same provenance
 
@@ -40,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored weight dtype")
     parser.add_argument("--max-steps", type=int, default=None, help="override the training length (quick checks)")
     parser.add_argument("--pack-only", action="store_true", help="re-pack the finished runs already in WORK")
+    parser.add_argument("--kinds", default=",".join(ALL_KINDS),
+                        help="comma-separated checkpoints to retrain (default %(default)s)")
     args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - set(ALL_KINDS):
+        parser.error(f"--kinds: choose from {', '.join(ALL_KINDS)}")
 
     work = Path(args.work).resolve()
     if args.pack_only:
@@ -48,26 +64,45 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if work.exists():
             raise SystemExit(f"{work}: exists; remove it to retrain from scratch, or pass --pack-only")
-        record = produce(work, args.max_steps)
-    for kind in KINDS:
+        record = produce(work, kinds, args.max_steps)
+    for kind in record["kinds"]:
         dest = pack(work / "runs" / kind, Path(args.out) / kind, kind, record, args.dtype)
         print(f"packed {kind}: {dest} ({sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.1f} MB)")
     return 0
 
 
-def produce(work: Path, max_steps: int | None) -> dict:
-    """The demo's steps from scratch under WORK; returns (and writes WORK/steps.json) what ran."""
+def produce(work: Path, kinds: list[str], max_steps: int | None) -> dict:
+    """The demo's steps from scratch under WORK; returns (and writes WORK/steps.json) what ran, per
+    kind: its world config, ingest step, training step, dataset and every command that led to it."""
     t0 = time.perf_counter()
-    git = git_state()  # before training: the code that runs
-    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    dataset, ingest = crawl_world(WORLD_CONFIG, work)
-    trained = train_models(dataset, TRAIN_CONFIG, work / "runs", max_steps)
-    dataset_ref = {"path": rel(dataset), "manifest_sha256": manifest_digest(str(dataset))}
-    record = {"date": date, "git": git, "world_config": rel(WORLD_CONFIG), "dataset": dataset_ref,
-              "ingest": asdict(ingest), "train": {kind: asdict(step) for kind, step in trained.items()},
-              "total_wall_s": round(time.perf_counter() - t0, 1), "host": host()}
+    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "git": git_state(),  # before training: the code that runs
+              "kinds": {}, "host": host()}
+    clip = SHIPPED / "clip"
+    if "clip" in kinds:
+        clip = work / "runs" / "clip"
+        ingest, step, dataset = train_clip(work, clip, max_steps)
+        record["kinds"]["clip"] = {"world_config": rel(CLIP_WORLD_CONFIG), "ingest": asdict(ingest),
+                                   "train": asdict(step), "dataset": dataset_ref(dataset),
+                                   "commands": [ingest.command, step.command]}
+    models = [k for k in KINDS if k in kinds]
+    if models:
+        dataset, ingest = crawl_world(WORLD_CONFIG, work)
+        embed = glide("embed", dataset, "-o", work / "dataset-emb", "--clip", clip)
+        filters = label_fit_filter(work / "dataset-emb", work / "world", work, DEMO_PLAN)
+        before = [*record["kinds"].get("clip", {}).get("commands", []), ingest.command, embed.command,
+                  *(s.command for s in filters.steps.values())]
+        for kind, step in train_models(filters.filtered, TRAIN_CONFIG, work / "runs", max_steps, kinds=models).items():
+            record["kinds"][kind] = {"world_config": rel(WORLD_CONFIG), "ingest": asdict(ingest),
+                                     "train": asdict(step), "dataset": dataset_ref(filters.filtered),
+                                     "commands": [*before, step.command], "filters": filters.figures}
+    record["total_wall_s"] = round(time.perf_counter() - t0, 1)
     (work / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def dataset_ref(dataset: Path) -> dict:
+    return {"path": rel(dataset), "manifest_sha256": manifest_digest(str(dataset))}
 
 
 def pack(run: Path, dest: Path, kind: str, record: dict, dtype: str) -> Path:
@@ -87,16 +122,17 @@ def pack(run: Path, dest: Path, kind: str, record: dict, dtype: str) -> Path:
     weights = f"EMA weights of step {meta['step']}, stored as {dtype}"
     save_checkpoint(dest, state, model_config_of(export, meta), step=meta["step"], tokenizer_files=tokenizer_files,
                     extra={**meta.get("extra", {}), "weights": weights, "provenance": PROVENANCE_FILE})
-    train = record["train"][kind]
+    made = record["kinds"][kind]
     provenance = {
-        "what": f"the demo's {kind} (`make demo` samples it)",
+        "what": WHAT[kind],
         "weights": weights,
-        "regenerate": REGENERATE,
-        "commands": [record["ingest"]["command"], train["command"]],
-        "world": f"pipeline.demo.crawl_world: sample world of {record['world_config']}, served on 127.0.0.1",
-        "ingest": record["ingest"],
-        "train": {**train, "steps": meta["step"], **throughput(run)},
-        "dataset": record["dataset"],
+        "regenerate": f"python -m pipeline.demo_checkpoints --kinds {kind}",
+        "commands": made["commands"],
+        "world": f"pipeline.demo.crawl_world: sample world of {made['world_config']}, served on 127.0.0.1",
+        "ingest": made["ingest"],
+        "train": {**made["train"], "steps": meta["step"], **throughput(run)},
+        "dataset": made["dataset"],
+        **({"filters": made["filters"]} if "filters" in made else {}),
         "source_export": rel(export),
         "git": record["git"],
         "date": record["date"],

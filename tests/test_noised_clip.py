@@ -298,3 +298,22 @@ def test_an_empty_caption_from_the_data_tokenizer_reads_as_glides_sot_eot():
     glide_tokens, glide_mask = clip_tokens_and_mask(tok, ["", "a red square"], 10)
     torch.testing.assert_close(model.encode_text(data_tokens, data_mask),
                                model.encode_text(glide_tokens, glide_mask))
+
+
+def test_conv_patch_stem_gives_the_same_tokens_shape_and_checks_the_patch_size():
+    cfg = load_model_config("demo-clip")
+    assert cfg.extra["patch_stem"] == "conv"
+    torch.manual_seed(0)
+    model = create_noised_clip(cfg)
+    stem = model.image_encoder.blocks["input"].patch_stem
+    assert [m.stride for m in stem if isinstance(m, torch.nn.Conv2d)] == [(2, 2)] * 3  # 8px patches
+    assert not any(k.endswith("patch_proj") for k in model.state_dict())
+    x, t, tokens, mask = toy_inputs(model.clip_config, batch=2)
+    tokens_out = model.image_encoder.blocks["input"](x, t)
+    assert tokens_out.shape == (2, 1 + (64 // 8) ** 2, 64)
+    torch.testing.assert_close(model.encode_image(x, t).norm(dim=-1), torch.ones(2))
+    with pytest.raises(UserError, match=r"key 'patch_size': 6 with patch_stem 'conv' must be a power of 2"):
+        create_noised_clip(dict(patch_size=6, image_size=48, patch_stem="conv"))
+    with pytest.raises(UserError, match=r"key 'extra.patch_stem'"):
+        cfg.extra = dict(cfg.extra, patch_stem="resnet")
+        create_noised_clip(cfg)

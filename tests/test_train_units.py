@@ -236,3 +236,44 @@ def test_device_peak_and_progress_line():
     assert line == ("train: step 3/10  loss 0.5000  q0-3 0.900/0.500/0.300/0.200  grad 1.5  lr 1.00e-03  "
                     "scale 1  12.5 img/s  MFU 3.10%")
     assert not math.isnan(cpu or 0.0)
+
+
+def test_clip_captions_are_sometimes_one_of_their_clauses_decided_per_epoch_and_row():
+    from training.data.batches import training_caption
+    from training.data.task import TrainTask
+    from training.trainer.config import TrainConfig
+    from training.trainer.model_setup import train_task
+    from training.model_config import load_model_config
+
+    caption = "a red circle on a blue background, with a knife"
+    task = TrainTask(kind="clip", image_size=16, text_ctx=16, cfg_dropout=0.0, caption_clauses=0.8, seed=3)
+    got = [training_caption(task, 0, f"{i:032x}", caption) for i in range(4000)]
+    assert got == [training_caption(task, 0, f"{i:032x}", caption) for i in range(4000)]  # deterministic
+    share = {c: got.count(c) / len(got) for c in set(got)}
+    assert set(share) == {caption, "a red circle on a blue background", "with a knife"}
+    assert abs(share[caption] - 0.2) < 0.03 and abs(share["with a knife"] - 0.4) < 0.03
+    assert [training_caption(task, 1, f"{i:032x}", caption) for i in range(50)] != got[:50]  # another epoch
+    assert training_caption(task, 0, "0" * 32, "a red circle on a blue background") == \
+        "a red circle on a blue background"  # one clause: as it is
+    off = TrainTask(kind="clip", image_size=16, text_ctx=16, cfg_dropout=0.0, seed=3)
+    assert {training_caption(off, 0, f"{i:032x}", caption) for i in range(200)} == {caption}
+    # a config key for the CLIP only: the diffusion models keep their captions whole
+    cfg = TrainConfig(kind="base", caption_clauses=0.8)
+    assert train_task(cfg, load_model_config("tiny")).caption_clauses == 0.0
+    assert train_task(cfg.model_copy(update={"kind": "clip"}), load_model_config("tiny-clip")).caption_clauses == 0.8
+    with pytest.raises(UserError, match="caption_clauses 1.5 is not in"):
+        TrainTask(kind="clip", caption_clauses=1.5)
+
+
+def test_a_relative_init_path_reaches_the_workers_absolute(tmp_path, monkeypatch):
+    """Ray Train workers run in their own folders: `--init checkpoints/x` must mean the caller's."""
+    from conftest import save_tiny_checkpoint
+    from training.trainer.config import TrainConfig
+    from training.trainer.launcher import prepare_run
+
+    save_tiny_checkpoint(tmp_path / "ckpt" / "base")
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    run = prepare_run(TrainConfig(kind="base", data="data", output="run", init="ckpt/base"))
+    assert run["init"] == str(tmp_path / "ckpt" / "base")
+    assert run["tokenizer_dir"] is None or os.path.isabs(run["tokenizer_dir"])

@@ -7,7 +7,7 @@ values are one-line UserErrors naming the key as the user wrote it (`extra.patch
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
@@ -28,6 +28,10 @@ class NoisedClipConfig(BaseModel):
 
     image_size: PositiveInt = 64
     patch_size: PositiveInt = 4
+    # how pixels become patch tokens: "linear" (ViT's and glide's: one strided projection) or "conv"
+    # (stride-2 3x3 convolutions, log2(patch_size) of them: "early convolutions", which a small image
+    # tower trained from scratch on few images learns small objects with far sooner)
+    patch_stem: Literal["linear", "conv"] = "linear"
     n_vocab: PositiveInt = 65536  # embedding rows; the CLIP BPE uses the first 49408
     max_text_len: PositiveInt = 77  # text context, SOT + up to 75 tokens + EOT, zero padded
     n_embd: PositiveInt = 512  # joint embedding width
@@ -48,6 +52,8 @@ class NoisedClipConfig(BaseModel):
         if self.image_size % self.patch_size:
             raise ValueError(f"key 'image_size': {self.image_size} is not a multiple of patch_size "
                              f"{self.patch_size}")
+        if self.patch_stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(f"key 'patch_size': {self.patch_size} with patch_stem 'conv' must be a power of 2 (>= 2)")
         return self
 
     @classmethod

@@ -4,7 +4,8 @@ Per batch (B = batch_size, S = task.image_size, on the CPU; the trainer moves th
   x0             float32 [B, 3, S, S] in [-1, 1]
   tokens, mask   LongTensor / BoolTensor [B, text_ctx] from the model's tokenizer; a
                  cfg_dropout fraction of captions is replaced by "" (all padding), decided by
-                 (seed, epoch, uid) so it does not depend on worker count or order
+                 (seed, epoch, uid) so it does not depend on worker count or order; for the CLIP a
+                 caption_clauses fraction by one of its clauses (`training_caption`)
   low_res        upsampler kinds: float32 [B, 3, s, s], x0 downsampled (bicubic, antialiased)
   inpaint_mask   inpaint kinds: float32 [B, 1, S, S], 1 = keep, 0 = erased (glide-text2im)
   inpaint_image  inpaint kinds: x0 * inpaint_mask (the upsampler still gets the full low_res)
@@ -44,6 +45,23 @@ class _Row:
 def caption_dropped(task: TrainTask, epoch: int, uid: str) -> bool:
     """True if this row's caption is replaced by "" this epoch (classifier-free guidance)."""
     return task.kind != "clip" and derived_uniform(task.seed, "cfg-dropout", epoch, uid) < task.cfg_dropout
+
+
+def training_caption(task: TrainTask, epoch: int, uid: str, caption: str) -> str:
+    """The caption a row trains with this epoch: "" when dropped (classifier-free guidance); for the
+    CLIP (kind clip), with chance `task.caption_clauses`, one of its comma-separated clauses picked at
+    random when it has several ("a red circle on a blue background, with a knife" -> "with a knife"):
+    short captions, as web alt text often is, make the CLIP learn what long ones mention only in
+    passing. Decided by (seed, epoch, uid), like the dropout."""
+    if caption_dropped(task, epoch, uid):
+        return ""
+    if task.caption_clauses <= 0 or derived_uniform(task.seed, "caption-clause", epoch, uid) >= task.caption_clauses:
+        return caption
+    clauses = [c.strip() for c in caption.split(",") if c.strip()]
+    if len(clauses) < 2:
+        return caption
+    pick = int(derived_uniform(task.seed, "caption-clause-pick", epoch, uid) * len(clauses))
+    return clauses[min(pick, len(clauses) - 1)]
 
 
 class TrainBatches:
@@ -153,7 +171,7 @@ class TrainBatches:
         task = self.task
         images = torch.from_numpy(np.stack([r.image for r in rows]))
         x0 = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
-        captions = ["" if caption_dropped(task, r.epoch, r.uid) else r.caption for r in rows]
+        captions = [training_caption(task, r.epoch, r.uid, r.caption) for r in rows]
         tokens, mask = self.tokenizer.batch(captions, task.text_ctx)
         batch = {"x0": x0, "tokens": tokens, "mask": mask}
         if task.is_upsampler:

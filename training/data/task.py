@@ -41,6 +41,8 @@ class TrainTask:
     low_res_size  side of the conditioning image (upsampler kinds only)
     text_ctx      token sequence length (the model's text_ctx)
     cfg_dropout   fraction of captions replaced by "" (classifier-free guidance; paper: 0.2)
+    caption_clauses  kind clip: chance that a caption of several comma-separated clauses is replaced
+                  by one of them, picked at random (see `training.data.batches.training_caption`)
     random_crop   True: random crop of 80-100% of the shorter side; False: resize + centre crop
     seed          seed of every random choice (crops, dropout, masks, shard order)
     shuffle_buffer rows each worker holds to shuffle across shard boundaries (0: shard order)
@@ -52,6 +54,7 @@ class TrainTask:
     low_res_size: Optional[int] = None
     text_ctx: int = 128
     cfg_dropout: float = 0.2
+    caption_clauses: float = 0.0
     random_crop: bool = True
     seed: int = 0
     shuffle_buffer: int = 256
@@ -68,6 +71,8 @@ class TrainTask:
                                 f"(got {self.low_res_size} and {self.image_size})")
         if not 0.0 <= self.cfg_dropout <= 1.0:
             raise UserError(f"train task: cfg_dropout {self.cfg_dropout} is not in [0, 1]")
+        if not 0.0 <= self.caption_clauses <= 1.0:
+            raise UserError(f"train task: caption_clauses {self.caption_clauses} is not in [0, 1]")
         if self.shuffle_buffer < 0 or self.decode_batch_size < 1 or self.text_ctx < 1:
             raise UserError("train task: shuffle_buffer >= 0, decode_batch_size >= 1 and text_ctx >= 1")
 

@@ -134,21 +134,47 @@ class TextEmbedding(nn.Module):
         return F.embedding(tokens, self.w_voc) + self.w_pos[None, : tokens.shape[1]]
 
 
+def conv_patch_stem(patch_size: int, n_state: int) -> nn.Sequential:
+    """log2(patch_size) stride-2 3x3 convolutions, GELU between them: [B, 3, S, S] -> [B, n_state, S/p, S/p].
+
+    Channels double from 32 up to n_state at the last one ("Early convolutions help transformers see
+    better", Xiao et al. 2021): a patch token then sees its pixels through a small CNN instead of one
+    linear map, and a small ViT trained from scratch picks up small objects much sooner.
+    """
+    steps = patch_size.bit_length() - 1
+    if steps < 1 or 1 << steps != patch_size:
+        raise ValueError(f"patch_size {patch_size}: the conv stem needs a power of 2 >= 2")
+    widths = [3] + [min(32 << k, n_state) for k in range(steps - 1)] + [n_state]
+    layers: list[nn.Module] = []
+    for k in range(steps):
+        layers.append(nn.Conv2d(widths[k], widths[k + 1], 3, stride=2, padding=1))
+        if k < steps - 1:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
 class ImageEmbedding(nn.Module):
     """Pixels [B, 3, S, S] on the 0..255 scale and timesteps [B] -> tokens [B, 1 + (S/p)^2, n_state].
 
     The first token is w_t[t], the embedding of the diffusion timestep, in place of CLIP's class token.
+    Patches become tokens by one strided linear projection (`patch_stem` "linear", glide's) or a
+    small stack of convolutions (`conv_patch_stem`).
     """
 
-    def __init__(self, image_size: int, patch_size: int, n_state: int, n_timestep: int):
+    def __init__(self, image_size: int, patch_size: int, n_state: int, n_timestep: int, patch_stem: str = "linear"):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
         self.image_size, self.patch_size, self.n_state = image_size, patch_size, n_state
         n_patch = (image_size // patch_size) ** 2
         self.w_t = _normal((n_timestep, n_state), 1 / math.sqrt(n_state))
-        self.patch_proj = _normal((n_state, 3, patch_size, patch_size),
-                                  math.sqrt(2 / (n_state * patch_size**2)))
+        if patch_stem == "conv":
+            self.patch_stem = conv_patch_stem(patch_size, n_state)
+        elif patch_stem == "linear":
+            self.patch_proj = _normal((n_state, 3, patch_size, patch_size),
+                                      math.sqrt(2 / (n_state * patch_size**2)))
+        else:
+            raise ValueError(f"patch_stem {patch_stem!r}: 'linear' or 'conv'")
         self.w_pos = _normal((1 + n_patch, n_state), 1 / math.sqrt(n_state))
         self.ln = LayerNorm(n_state)
         # Constants, not weights: kept out of the state dict like in the released checkpoint. Held
@@ -166,7 +192,10 @@ class ImageEmbedding(nn.Module):
         if t.is_floating_point():  # samplers may hand integral timesteps as floats
             t = t.round()
         x = (pixels - self.channel_means.to(pixels.dtype)) / self.channel_stds.to(pixels.dtype)
-        x = F.conv2d(x, self.patch_proj.to(x.dtype), stride=self.patch_size)  # [B, C, S/p, S/p]
+        if hasattr(self, "patch_stem"):
+            x = self.patch_stem(x)  # [B, C, S/p, S/p]
+        else:
+            x = F.conv2d(x, self.patch_proj.to(x.dtype), stride=self.patch_size)  # [B, C, S/p, S/p]
         x = x.flatten(2).transpose(1, 2)  # [B, (S/p)^2, C]
         time_token = F.embedding(t.long(), self.w_t)[:, None].to(x.dtype)
         x = torch.cat((time_token, x), dim=1) + self.w_pos[None].to(x.dtype)
@@ -226,12 +255,12 @@ class ImageEncoder(nn.Module):
     """Pixels [B, 3, S, S] (0..255) and timesteps [B] (ints in [0, n_timestep)) -> [B, n_embd]."""
 
     def __init__(self, image_size: int, patch_size: int, n_embd: int, n_head: int, n_xf_blocks: int,
-                 n_head_state: int = 64, n_timestep: int = 1000):
+                 n_head_state: int = 64, n_timestep: int = 1000, patch_stem: str = "linear"):
         super().__init__()
         self.image_size, self.n_xf_blocks = image_size, n_xf_blocks
         n_state = n_head * n_head_state
         blocks: list[tuple[str, nn.Module]] = [
-            ("input", ImageEmbedding(image_size, patch_size, n_state, n_timestep))]
+            ("input", ImageEmbedding(image_size, patch_size, n_state, n_timestep, patch_stem))]
         blocks += [(f"block_{i}", TransformerBlock(n_state, n_head, 2 * n_xf_blocks, causal=False))
                    for i in range(n_xf_blocks)]
         blocks.append(("output", ImageFeatureExtractor(n_state, n_embd)))

@@ -64,7 +64,7 @@ class NoisedCLIP(nn.Module):
         self.image_encoder = ImageEncoder(
             image_size=config.image_size, patch_size=config.patch_size, n_embd=config.n_embd,
             n_head=config.n_head_image, n_xf_blocks=config.n_xf_blocks_image,
-            n_head_state=config.n_head_state_image, n_timestep=config.n_timesteps)
+            n_head_state=config.n_head_state_image, n_timestep=config.n_timesteps, patch_stem=config.patch_stem)
         self.text_encoder = TextEncoder(
             n_vocab=config.n_vocab, max_text_len=config.max_text_len, n_embd=config.n_embd,
             n_head=config.n_head_text, n_xf_blocks=config.n_xf_blocks_text,

@@ -52,6 +52,9 @@ class TrainConfig(BaseModel):
                                                 "usable EMA")
     cfg_dropout: float = Field(0.2, ge=0, le=1,
                                description="fraction of captions replaced by the empty one (classifier-free guidance)")
+    caption_clauses: float = Field(
+        0.0, ge=0, le=1, description="kind clip only: chance that a caption of several comma-separated clauses is "
+                                     "replaced by one of them (short captions teach what long ones mention in passing)")
     clip_mode: Literal["noised", "clean"] = Field(
         "noised", description="kind clip only: noised (GLIDE's CLIP for guidance, on x_t at random t) or clean "
                               "(on the clean images at t = 0: a CLIP for image features, e.g. glide embed)")

@@ -37,6 +37,8 @@ def prepare_run(cfg: TrainConfig) -> dict:
         raise UserError("glide train: --data DATASET is required (or train.data in the config)")
     if not cfg.output:
         raise UserError("glide train: -o RUN is required (or train.output in the config)")
+    if cfg.init and "://" not in cfg.init:  # the workers run in other folders: a relative path is the caller's
+        cfg = cfg.model_copy(update={"init": str(Path(cfg.init).resolve())})
     check_precision(cfg, "cuda" if cfg.use_gpu else "cpu")
     data_dir = cfg.data if "://" in cfg.data else str(Path(cfg.data).resolve())
     if "://" not in data_dir and not Path(data_dir).is_dir():
@@ -58,7 +60,7 @@ def prepare_run(cfg: TrainConfig) -> dict:
     if cfg.init:
         verify_init_checkpoint(cfg.init, resuming=resume_dir is not None)  # a damaged --init fails here
     return {"data_dir": data_dir, "run_dir": run_dir, "model_cfg": model_cfg, "resume_dir": resume_dir,
-            "verified": verified, "start_step": start_step, "position": position,
+            "verified": verified, "start_step": start_step, "position": position, "init": cfg.init,
             "tokenizer_dir": tokenizer_base_dir(cfg)}
 
 
@@ -112,7 +114,7 @@ def run_training(cfg: TrainConfig, run: dict | None = None, *, stream=None,
     queue = Queue(maxsize=10_000)
     loop_config = {"train": cfg.model_dump(mode="json"), "model": model_cfg.to_dict(), "run_dir": str(run_dir),
                    "resume_dir": run["resume_dir"], "verified": run["verified"],
-                   "tokenizer_dir": run["tokenizer_dir"], "init": None if run["resume_dir"] else cfg.init,
+                   "tokenizer_dir": run["tokenizer_dir"], "init": None if run["resume_dir"] else run["init"],
                    "flops_per_image": flops, "queue": queue}
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
