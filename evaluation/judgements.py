@@ -126,8 +126,9 @@ def read_judgements_file(path: str) -> pa.Table:
 
 def read_judgements_db(db: str) -> pa.Table:
     """The current judgements in the labels database (filtering.labels; the comparison page writes
-    them): undone ones left out, and of several votes by one rater on one pair and question only the
-    latest. Columns: model_a, model_b, winner, question, rater, prompt, pair_id, a_side."""
+    them): undone ones and the votes on check items (a duplicated pair, a sample against noise:
+    evaluation.judgement_quality reads those) left out, and of several votes by one rater on one pair
+    and question only the latest. Columns: model_a, model_b, winner, question, rater, prompt, pair_id, a_side."""
     import sqlalchemy as sa
 
     from filtering.labels.database import display_name, open_engine, read_transaction, upgrade
@@ -141,7 +142,7 @@ def read_judgements_db(db: str) -> pa.Table:
                            judgements.c.question, raters.c.name.label("rater"), judgements.c.prompt,
                            judgements.c.pair_id, judgements.c.a_side, judgements.c.rater_id)
                  .select_from(judgements.outerjoin(raters, judgements.c.rater_id == raters.c.id))
-                 .where(judgements.c.undone_at.is_(None))
+                 .where(judgements.c.undone_at.is_(None), judgements.c.check_kind.is_(None))
                  .order_by(judgements.c.id))
         with read_transaction(engine) as conn:
             rows = conn.execute(query).all()

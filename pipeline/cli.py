@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "pipeline.commands.checkpoint_cmd",
     "pipeline.commands.sample_cmd",
     "pipeline.commands.elo_cmd",
+    "pipeline.commands.pairs_cmd",
     "pipeline.commands.serve_cmd",
     "pipeline.commands.submit_cmd",
     "pipeline.commands.jobs_cmd",

@@ -32,7 +32,7 @@ def test_a_new_database_is_a_sqlite_file_in_wal_mode_with_a_busy_timeout_at_the_
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # stored in the file
-    assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head_revision() == "0005"
+    assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head_revision() == "0006"
 
 
 def test_the_migrations_build_exactly_the_tables_the_code_uses(tmp_path):

@@ -18,7 +18,15 @@
                   page; evaluation.judgements reads them for the Elo fit): the two models, which
                   one won (a / b / tie / both_bad, both_bad counted as a tie), which side model_a
                   was shown on, the pair task, prompt and seed, rater, client_id (unique), when
-                  answered and stored, undone_at
+                  answered and stored, undone_at; check_kind (duplicate / obvious: a check item, left
+                  out of the Elo fit), undo_client_id (the undo's id: a resent undo reverts one vote).
+                  One vote in force per (rater, pair, question): a partial unique index.
+    comparison_runs         a batch of comparison tasks made by `glide pairs make`: question, report
+                            folder, the settings compared, votes wanted per pair, a per-rater cap
+    comparison_pairs        a run's tasks in order: prompt and seed, model_a / model_b, their images
+                            (paths inside the report), which side model_a is shown on; check items
+                            (duplicate of an earlier pair, or obvious: a sample against noise)
+    comparison_assignments  which rater was handed which pair, until when (the page hands them out)
 
 A pair's current answer from one rater is their latest label for it that is not undone; the
 labels table is the history, so an undo brings the previous answer back.
@@ -35,6 +43,8 @@ QUEUE_KINDS = ("random", "search", "active")
 EVENT_ACTIONS = ("undo",)
 WINNERS = ("a", "b", "tie", "both_bad")
 SIDES = ("left", "right")
+CHECK_KINDS = ("duplicate", "obvious")
+PAIR_KINDS = ("compare",) + CHECK_KINDS
 MODEL_NAME_LENGTH = 256
 UID_LENGTH = 32
 CLIENT_ID_LENGTH = 128
@@ -180,5 +190,52 @@ judgements = sa.Table(
     sa.Column("created", UtcDateTime, nullable=False),        # when the rater answered
     sa.Column("stored", UtcDateTime, nullable=False),         # when this database received it
     sa.Column("undone_at", UtcDateTime, nullable=True),
+    sa.Column("check_kind", sa.String(16), sa.CheckConstraint(_in("check_kind", CHECK_KINDS), name="check_kind"),
+              nullable=True),                                 # a check item's vote (not for the Elo fit)
+    sa.Column("undo_client_id", sa.String(CLIENT_ID_LENGTH), nullable=True, unique=True),
     sa.Index(None, "question", "rater_id", "pair_id"),
+    # one vote in force per (rater, pair, question): an undone vote no longer counts, so the rater can vote again
+    sa.Index("uq_judgements_one_vote", "rater_id", "pair_id", "question", unique=True,
+             sqlite_where=sa.text("undone_at IS NULL"), postgresql_where=sa.text("undone_at IS NULL")),
+)
+
+comparison_runs = sa.Table(
+    "comparison_runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("question", sa.String(32), nullable=False),
+    sa.Column("report", sa.Text, nullable=False),               # the report folder (absolute)
+    sa.Column("settings", sa.JSON, nullable=False),             # the settings compared, in the order given
+    sa.Column("votes_per_pair", sa.Integer, nullable=False),    # raters wanted per comparison pair
+    sa.Column("cap_per_rater", sa.Integer, nullable=True),      # votes one rater may give in this run
+    sa.Column("params", sa.JSON, nullable=True),                # seed, check fractions, counts
+    sa.Column("created", UtcDateTime, nullable=False),
+)
+
+comparison_pairs = sa.Table(
+    "comparison_pairs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("comparison_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), sa.CheckConstraint(_in("kind", PAIR_KINDS), name="kind"), nullable=False),
+    sa.Column("duplicate_of", sa.Integer, sa.ForeignKey("comparison_pairs.id"), nullable=True),
+    sa.Column("prompt_index", sa.Integer, nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("model_a", sa.String(MODEL_NAME_LENGTH), nullable=False),
+    sa.Column("model_b", sa.String(MODEL_NAME_LENGTH), nullable=False),   # obvious: "noise"
+    sa.Column("image_a", sa.Text, nullable=False),              # PNG path relative to the report
+    sa.Column("image_b", sa.Text, nullable=True),               # obvious: none (noise made when served)
+    sa.Column("a_side", sa.String(5), sa.CheckConstraint(_in("a_side", SIDES), name="a_side"), nullable=False),
+    sa.Column("noise_seed", sa.BigInteger, nullable=True),      # obvious: the noise image's seed
+    sa.UniqueConstraint("run_id", "position"),
+)
+
+comparison_assignments = sa.Table(
+    "comparison_assignments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("pair_id", sa.Integer, sa.ForeignKey("comparison_pairs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("rater_id", sa.Integer, sa.ForeignKey("raters.id"), nullable=False, index=True),
+    sa.Column("served", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("pair_id", "rater_id"),
 )

@@ -32,6 +32,9 @@ def register(subparsers, common) -> None:
                      help="fit the judgements of this question only (required when there are several)")
     fit.add_argument("--exclude-raters", metavar="R1,R2", default="",
                      help="leave these raters' judgements out (comma-separated names)")
+    fit.add_argument("--exclude-flagged", action="store_true",
+                     help="with --db: leave out the raters glide pairs raters flags (failed obvious pairs, "
+                          "inconsistent on duplicates, against the majority beyond chance)")
     fit.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                      help="bootstrap resamples for the intervals (default 1000; 0: none)")
     fit.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
@@ -60,6 +63,8 @@ def run_fit(args) -> int:
         where = args.judgements
         table = read_judgements_file(args.judgements)
     exclude = [r.strip() for r in args.exclude_raters.split(",") if r.strip()]
+    if args.exclude_flagged:
+        exclude += _flagged(args, table, where, exclude)
     table = select_judgements(table, where, question=args.question, exclude_raters=exclude)
     judgements = Judgements.from_table(table, where)
     result = fit_elo(judgements, bootstrap=args.bootstrap, confidence=args.confidence, seed=args.seed,
@@ -67,6 +72,40 @@ def run_fit(args) -> int:
     what = f" ({args.question})" if args.question else ""
     print(f"Elo from {len(judgements):,} judgements{what} of {len(result.models)} models in {where}")
     print(result.format_table())
+    from evaluation.judgement_quality import position_bias
+
+    bias = position_bias(table)   # the comparison page stores the sides; a file may not
+    if bias is not None:
+        print(bias.describe())
     if args.json:
-        print(json.dumps(result.to_json()))
+        found = result.to_json()
+        if bias is not None:
+            found["position_bias"] = bias.to_json()
+        if args.exclude_flagged:
+            found["excluded_raters"] = sorted(set(exclude))
+        print(json.dumps(found))
     return 0
+
+
+def _flagged(args, table, where: str, excluded: list) -> list:
+    """The raters evaluation.judgement_quality flags for the question fitted (printed)."""
+    from shards import UserError
+    from evaluation.judgement_quality import flagged_raters
+    from filtering.labels import LabelStore
+
+    if args.db is None:
+        raise UserError("--exclude-flagged: needs --db (the checks come from the comparison page's check items)")
+    question = args.question
+    if question is None and "question" in table.column_names:
+        found = {q for q in table.column("question").to_pylist() if q}
+        question = found.pop() if len(found) == 1 else None
+    with LabelStore(args.db, create=False) as store:
+        flagged = [r for r in flagged_raters(store, question=question) if r not in excluded]
+    present = set()
+    if "rater" in table.column_names:
+        questions = table.column("question").to_pylist() if "question" in table.column_names else None
+        present = {r for k, r in enumerate(table.column("rater").to_pylist())
+                   if question is None or questions is None or questions[k] == question}
+    flagged = [r for r in flagged if r in present]   # a flagged rater may have no comparison vote in force
+    print(f"left out, flagged by their checks (glide pairs raters): {', '.join(flagged) or 'nobody'}")
+    return flagged

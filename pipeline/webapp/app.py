@@ -15,7 +15,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 import shards as sh
-from pipeline.webapp import admin_routes, label_routes
+from pipeline.webapp import admin_routes, compare_routes, label_routes
 from pipeline.webapp.context import AppContext, ServeSettings
 from pipeline.webapp.sessions import set_signin_cookie
 
@@ -79,6 +79,14 @@ def create_app(settings: Optional[ServeSettings] = None, *, context: Optional[Ap
     def admin_page() -> Response:
         return page("admin.html")
 
+    @app.get("/compare", include_in_schema=False)
+    def compare_page() -> Response:
+        return page("compare.html")
+
+    @app.get("/compare/admin", include_in_schema=False)
+    def compare_admin_page() -> Response:
+        return page("compare-admin.html")
+
     @app.get("/signin", include_in_schema=False)
     def signin_page() -> Response:
         response = page("signin.html")
@@ -105,5 +113,6 @@ def create_app(settings: Optional[ServeSettings] = None, *, context: Optional[Ap
 
     app.include_router(label_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(compare_routes.router)
     app.add_middleware(SecurityHeaders)
     return app

@@ -3,6 +3,8 @@
 
 (async () => {
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  // ?next=/compare: go on to the comparison page (only our own pages, never an address from the link)
+  const next = { "/compare": "/compare" }[new URLSearchParams(location.search).get("next")];
   history.replaceState(null, "", "/signin");
   const message = document.getElementById("message");
   if (!token) {
@@ -13,7 +15,7 @@
   glide.setCsrf(cookie ? cookie.slice("glide_signin=".length) : "");
   try {
     const me = await glide.postReliably("/api/signin", { token });
-    location.replace(me.admin ? "/admin" : "/");
+    location.replace(next || (me.admin ? "/admin" : "/"));
   } catch (e) {
     message.textContent = `Sign-in refused: ${e.message}`;
   }
