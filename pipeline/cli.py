@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "pipeline.commands.model_cmd",
     "pipeline.commands.checkpoint_cmd",
     "pipeline.commands.sample_cmd",
+    "pipeline.commands.run_cmd",
     "pipeline.commands.elo_cmd",
     "pipeline.commands.pairs_cmd",
     "pipeline.commands.serve_cmd",

@@ -205,6 +205,7 @@ class ServeConfig(Section):
 
 
 from training.trainer.config import TrainConfig  # noqa: E402  (the `train` section; pydantic only)
+from pipeline.run.config import RunConfig  # noqa: E402  (the `run` section of `glide run`)
 
 
 class PipelineConfig(Section):
@@ -219,6 +220,7 @@ class PipelineConfig(Section):
     fit_filters: FitFiltersConfig = Field(default_factory=FitFiltersConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
 
 def _validation_error(err: ValidationError, source: str) -> UserError:

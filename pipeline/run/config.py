@@ -1,0 +1,80 @@
+"""The `run` section of a pipeline config: what `glide run` runs and where its outputs go.
+
+Its own pydantic base (not pipeline.config.Section): pipeline.config imports this module to add the
+section, so importing back would be circular. Same rules: unknown keys and wrong types are errors.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+from pipeline.demo_filters import DEMO_PLAN
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LabelPlanConfig(_Section):
+    """The `label` stage's plan (pipeline.demo_filters.LabelPlan): labels answered from the sample
+    world's ground truth, active-learning rounds, then the final fit and filter. Defaults: the demo's."""
+
+    random: dict[str, PositiveInt] = Field(dict(DEMO_PLAN.random), description="filter -> random pairs labelled")
+    searches: dict[str, list[str]] = Field({k: list(v) for k, v in DEMO_PLAN.searches.items()},
+                                           description="filter -> CLIP text queries for seed positives")
+    per_query: PositiveInt = Field(DEMO_PLAN.per_query, description="pairs queued per query")
+    rounds: int = Field(DEMO_PLAN.rounds, ge=0, description="active-learning rounds")
+    per_round: PositiveInt = Field(DEMO_PLAN.per_round, description="pairs queued per filter per round")
+    round_target_fnr: float = Field(DEMO_PLAN.round_target_fnr, gt=0, lt=0.5,
+                                    description="target FNR of the provisional fits (they only pick what to label)")
+    target_fnr: float = Field(DEMO_PLAN.target_fnr, gt=0, lt=0.5, description="target FNR of the final filters")
+    held_out: int = Field(DEMO_PLAN.held_out, ge=2, description="final fit: labelled pairs held out per filter")
+    seed: int = Field(DEMO_PLAN.seed, description="seed of the random draws")
+
+
+class SampleStageConfig(_Section):
+    """The `sample` stage: `glide sample` of the pipeline's base (and upsampler) on these captions."""
+
+    prompts: list[str] = Field(min_length=1, description="captions to sample")
+    per_prompt: PositiveInt = Field(4, description="images per caption")
+    guidance: float = Field(3.0, ge=0, description="classifier-free guidance scale")
+    steps: str = Field("100", description="sampling steps (a number or a respacing such as fast27)")
+    seed: int = Field(0, description="random seed")
+    upsampler: Optional[str] = Field(None, description="upsampler checkpoint, when the pipeline trains none "
+                                                       "(default: the train-upsampler stage's run, if any)")
+    base_too: bool = Field(True, description="also sample the base alone (the images the upsampler started "
+                                             "from) into OUT/samples-base")
+
+
+class RunConfig(_Section):
+    """Where `glide run` writes, which stages it runs, and the settings no stage section holds."""
+
+    out: str = Field("pipeline-output", description="local folder: the run's records (pipeline-state/), the "
+                                                    "sample world, labels, filters, training runs, samples")
+    datasets: Optional[str] = Field(None, description="folder or fsspec URI (s3://bucket/path) of the datasets "
+                                                      "(dataset, dataset-emb, dataset-filtered); default: OUT")
+    stages: Optional[list[str]] = Field(None, description="stages to run, in pipeline order (default: every "
+                                                          "stage whose settings this config gives)")
+    lists: list[str] = Field(default_factory=list, description="URL lists to ingest (files or URIs); empty: "
+                                                               "generate and serve the sample_world section's world")
+    labels: Optional[str] = Field(None, description="labels for fit-filters (CSV/Arrow/Parquet or a SQLite .db); "
+                                                    "none: the label stage answers from the world's ground truth")
+    label_plan: LabelPlanConfig = Field(default_factory=LabelPlanConfig)
+    fit_config: Optional[str] = Field(None, description="label stage: config file of its fits (default: this file)")
+    train: dict[Literal["base", "upsampler"], dict[str, Any]] = Field(
+        default_factory=dict, description="kind -> `train` keys that differ for that kind's run (e.g. {base: "
+                                          "{init: checkpoints/demo/base, max_steps: 100}}); a kind listed is trained")
+    sample: Optional[SampleStageConfig] = Field(None, description="the sample stage (absent: not run)")
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        from pipeline.run.stages import STAGE_NAMES
+
+        for name in value or []:
+            if name not in STAGE_NAMES:
+                raise ValueError(f"unknown stage '{name}' (stages: {', '.join(STAGE_NAMES)})")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a stage is listed twice")
+        return value
