@@ -37,7 +37,7 @@ def register(subparsers, common) -> None:
     make.add_argument("--report", required=True, metavar="REPORT",
                       help="the report folder (REPORT/samples/index.parquet, REPORT/settings.json)")
     make.add_argument("--settings", required=True, metavar="A,B,...", help="the settings to compare (two or more)")
-    make.add_argument("--question", required=True, choices=("photorealism", "caption"),
+    make.add_argument("--question", required=True, metavar="photorealism|caption",
                       help='"Which image is more photorealistic?" or "Which image better matches the caption?"')
     make.add_argument("-n", type=int, required=True, metavar="N", help="comparisons (check items come on top)")
     make.add_argument("--seed", type=int, default=0, help="seed of the draw and of the sides (default 0)")
@@ -55,7 +55,7 @@ def register(subparsers, common) -> None:
 
     checks = action("raters", "each rater's checks (obvious pairs, duplicates, agreement with the majority) "
                               "and who is flagged", run_raters)
-    checks.add_argument("--question", default=None, choices=("photorealism", "caption"),
+    checks.add_argument("--question", default=None, metavar="photorealism|caption",
                         help="only this question's runs (default: each question in turn)")
     checks.add_argument("--run", type=int, default=None, metavar="ID", help="only this run")
     checks.add_argument("--json", action="store_true", help="end with one JSON line")
@@ -136,6 +136,10 @@ def run_raters(args) -> int:
     from evaluation.comparison_store import runs
     from evaluation.judgement_quality import rater_checks
 
+    if args.question is not None:
+        from evaluation.pairs import check_question
+
+        check_question(args.question)
     with _store(args) as store:
         questions = [args.question] if args.question else sorted({r.question for r in runs(store)})
         result = {q: rater_checks(store, question=q, run_id=args.run) for q in questions}
