@@ -10,7 +10,7 @@ Artefacts and where they go (DS: run.datasets, default OUT; OUT: run.out):
     pairs        DS/dataset (ingest), then DS/dataset-filtered (filter) or OUT/dataset-filtered (label)
     world        OUT/world: the sample world and its ground truth (ingest without run.lists)
     embeddings   DS/dataset-emb
-    filters      OUT/filters
+    filters      DS/filters (fit-filters) or OUT/filters (label)
     model-KIND   OUT/runs/KIND
     samples      OUT/samples (and OUT/samples-base)
 """
@@ -289,9 +289,9 @@ STAGES: list[Stage] = [
           lambda ctx: {"embed": _without(ctx.config.embed, "batch_size", "workers", "cpus_per_worker",
                                          "shard_retries")},
           _run_embed, lambda ctx: {"clip": clip_digest(ctx.config.embed.clip)}),
-    Stage("label", lambda ctx: not ctx.run.labels, (EMBEDDINGS, WORLD), _label_writes, _label_identity, _run_label,
+    Stage("label", lambda ctx: not ctx.run.labels and _world_mode(ctx), (EMBEDDINGS, WORLD), _label_writes, _label_identity, _run_label,
           lambda ctx: {"fit_config": file_or_none(ctx.run.fit_config)}),
-    Stage("fit-filters", lambda ctx: bool(ctx.run.labels), (EMBEDDINGS,), lambda ctx: {FILTERS: ctx.local("filters")},
+    Stage("fit-filters", lambda ctx: bool(ctx.run.labels), (EMBEDDINGS,), lambda ctx: {FILTERS: ctx.dataset("filters")},
           lambda ctx: {"fit_filters": ctx.config.fit_filters.model_dump(mode="json")}, _run_fit_filters,
           lambda ctx: {"labels": labels_digest(ctx.run.labels)} if ctx.run.labels else {}, fresh_on_change=True),
     Stage("filter", lambda ctx: bool(ctx.run.labels), (EMBEDDINGS, FILTERS),
