@@ -128,17 +128,13 @@ def create_run(store, *, question: str, report: str, settings: Sequence[str], ta
     return get_run(store, run_id)
 
 
-def _pair_key():
-    return sa.cast(comparison_pairs.c.id, sa.String)
-
-
 def _run_infos(conn, where=None) -> list[RunInfo]:
     p = comparison_pairs
     compare = sa.func.sum(sa.case((p.c.kind == "compare", 1), else_=0))
     counts = (sa.select(p.c.run_id, compare.label("comparisons"), (sa.func.count() - compare).label("checks"))
               .group_by(p.c.run_id).subquery())
     votes = (sa.select(p.c.run_id, sa.func.count().label("votes"))
-             .select_from(judgements.join(p, judgements.c.pair_id == _pair_key()))
+             .select_from(judgements.join(p, judgements.c.comparison_pair_id == p.c.id))
              .where(judgements.c.undone_at.is_(None), judgements.c.check_kind.is_(None))
              .group_by(p.c.run_id).subquery())
     r = comparison_runs
@@ -197,7 +193,7 @@ def _voted(rater_id, pair_key):
 
 def _my_votes(conn, rater_id: int, run_id: int) -> int:
     return conn.scalar(sa.select(sa.func.count()).select_from(
-        judgements.join(comparison_pairs, judgements.c.pair_id == _pair_key()))
+        judgements.join(comparison_pairs, judgements.c.comparison_pair_id == comparison_pairs.c.id))
         .where(comparison_pairs.c.run_id == run_id, judgements.c.rater_id == rater_id,
                judgements.c.undone_at.is_(None)))
 
@@ -209,8 +205,8 @@ def next_pair(store, rater_id: int, *, run_id: Optional[int] = None,
     p, a = comparison_pairs, comparison_assignments
     now = utc_now()
     with store.write() as conn:
-        mine = sa.select(a.c.pair_id).where(a.c.rater_id == rater_id)
-        pending = (_pairs_query().where(p.c.id.in_(mine), ~_voted(rater_id, _pair_key()))
+        mine = sa.select(a.c.pair_id).where(a.c.rater_id == rater_id, ~a.c.voted)
+        pending = (_pairs_query().where(p.c.id.in_(mine))
                    .order_by(p.c.run_id, p.c.position).limit(1))
         if run_id is not None:
             pending = pending.where(p.c.run_id == run_id)
@@ -219,8 +215,11 @@ def next_pair(store, rater_id: int, *, run_id: Optional[int] = None,
             conn.execute(a.update().where(a.c.pair_id == row.id, a.c.rater_id == rater_id)
                          .values(expires_at=now + dt.timedelta(seconds=lease_s)))
             return _pair(row)
-        candidates = _run_infos(conn) if run_id is None else _run_infos(conn, comparison_runs.c.id == run_id)
-        for run in candidates:
+        runs_query = sa.select(comparison_runs.c.id, comparison_runs.c.votes_per_pair,
+                               comparison_runs.c.cap_per_rater).order_by(comparison_runs.c.id)
+        if run_id is not None:
+            runs_query = runs_query.where(comparison_runs.c.id == run_id)
+        for run in conn.execute(runs_query).all():
             if run.cap_per_rater is not None and _my_votes(conn, rater_id, run.id) >= run.cap_per_rater:
                 continue
             row = conn.execute(_first_open(run, rater_id, now)).first()
@@ -231,19 +230,19 @@ def next_pair(store, rater_id: int, *, run_id: Optional[int] = None,
     return None
 
 
-def _first_open(run: RunInfo, rater_id: int, now: dt.datetime):
+def _first_open(run, rater_id: int, now: dt.datetime):
     p, a = comparison_pairs, comparison_assignments
     other = a.alias("other")
     holding = (sa.select(sa.func.count()).select_from(other)
-               .where(other.c.pair_id == p.c.id,
-                      sa.or_(other.c.expires_at > now, _voted(other.c.rater_id, _pair_key())))
+               .where(other.c.pair_id == p.c.id, sa.or_(other.c.voted, other.c.expires_at > now))
                .scalar_subquery())
-    original = sa.cast(p.c.duplicate_of, sa.String)
     handed = sa.select(a.c.id).where(a.c.pair_id == p.c.id, a.c.rater_id == rater_id).exists()
+    voted_original = sa.select(a.c.id).where(a.c.pair_id == p.c.duplicate_of, a.c.rater_id == rater_id,
+                                             a.c.voted).exists()
     return (_pairs_query()
             .where(p.c.run_id == run.id, ~handed,
                    sa.or_(sa.and_(p.c.kind.in_(("compare", "obvious")), holding < run.votes_per_pair),
-                          sa.and_(p.c.kind == "duplicate", _voted(rater_id, original))))
+                          sa.and_(p.c.kind == "duplicate", voted_original)))
             .order_by(p.c.position).limit(1))
 
 
@@ -283,11 +282,13 @@ def vote(store, rater_id: int, v: PageVote) -> bool:
             client_id=v.client_id, question=pair.question, pair_id=str(pair.id), model_a=pair.model_a,
             model_b=pair.model_b, winner=winner_of(v.choice, pair.a_side), a_side=pair.a_side, prompt=pair.prompt,
             seed=pair.seed, rater_id=rater_id, source="page", created=_client_time(v.created, now), stored=now,
-            check_kind=None if pair.kind == "compare" else pair.kind))
+            check_kind=None if pair.kind == "compare" else pair.kind, comparison_pair_id=pair.id))
+        conn.execute(comparison_assignments.update().where(comparison_assignments.c.id == handed).values(voted=True))
     return True
 
 
-def undo(store, rater_id: int, *, client_id: str, run_id: Optional[int] = None) -> Optional[Undone]:
+def undo(store, rater_id: int, *, client_id: str, run_id: Optional[int] = None,
+         lease_s: float = DEFAULT_LEASE_S) -> Optional[Undone]:
     """Undo `rater_id`'s latest vote in force (in run `run_id`): its pair is theirs to answer again. A
     resent undo (same `client_id`) reports what it undid the first time and undoes nothing more."""
     j = judgements
@@ -298,8 +299,8 @@ def undo(store, rater_id: int, *, client_id: str, run_id: Optional[int] = None) 
             if done.rater_id != rater_id:
                 return None
             return Undone(pair_id=int(done.pair_id), choice=choice_of(done.winner, done.a_side))
-        query = (sa.select(j.c.id, j.c.pair_id, j.c.winner, j.c.a_side)
-                 .select_from(j.join(comparison_pairs, j.c.pair_id == _pair_key()))
+        query = (sa.select(j.c.id, j.c.pair_id, j.c.winner, j.c.a_side, j.c.comparison_pair_id)
+                 .select_from(j.join(comparison_pairs, j.c.comparison_pair_id == comparison_pairs.c.id))
                  .where(j.c.rater_id == rater_id, j.c.undone_at.is_(None), j.c.source == "page")
                  .order_by(j.c.id.desc()).limit(1))
         if run_id is not None:
@@ -307,7 +308,12 @@ def undo(store, rater_id: int, *, client_id: str, run_id: Optional[int] = None) 
         row = conn.execute(query).first()
         if row is None:
             return None
-        conn.execute(j.update().where(j.c.id == row.id).values(undone_at=utc_now(), undo_client_id=client_id))
+        now = utc_now()
+        conn.execute(j.update().where(j.c.id == row.id).values(undone_at=now, undo_client_id=client_id))
+        conn.execute(comparison_assignments.update()   # theirs to answer again, held for them meanwhile
+                     .where(comparison_assignments.c.pair_id == row.comparison_pair_id,
+                            comparison_assignments.c.rater_id == rater_id)
+                     .values(voted=False, expires_at=now + dt.timedelta(seconds=lease_s)))
         return Undone(pair_id=int(row.pair_id), choice=choice_of(row.winner, row.a_side))
 
 

@@ -7,14 +7,17 @@
 A rater is flagged (each reason listed) when
   obvious     more than `max_obvious_miss` of their obvious pairs (a sample against pure noise) did not
               go to the sample (noise chosen, a tie or "both bad");
-  duplicates  more than `max_inconsistent` of the duplicated pairs they answered twice (the second time
-              with sides swapped) got a different answer (both bad and tie count as the same answer),
-              counted once they answered at least `min_duplicates`;
+  duplicates  the duplicated pairs they answered twice (the second time with sides swapped) got a
+              different answer (both bad and tie count as the same answer) more often than chance
+              allows: a one-sided binomial test of their changed answers against everyone else's rate of
+              changing (at least RATE_FLOOR: one slip when all others were perfect is no evidence), p
+              below `alpha`, from `min_duplicates` such pairs. Someone answering by position changes
+              every time; someone answering at random, half the time;
   majority    on comparisons others voted on too, their decisive votes (a or b) agree with the other raters'
               majority less often than chance allows: a one-sided binomial test of their agreements
-              against the rate at which everyone else agrees with their own others' majority, p below
-              `alpha`, from `min_majority` such votes. A rater who answers at random agrees about half
-              the time; attentive raters far more often.
+              against the rate at which everyone else agrees with their own others' majority (at most
+              1 - RATE_FLOOR), p below `alpha`, from `min_majority` such votes. A rater who answers at
+              random agrees about half the time; attentive raters far more often.
 Only current page votes count (undone ones left out). Ties in the others' majority are left out.
 """
 from __future__ import annotations
@@ -27,8 +30,8 @@ import sqlalchemy as sa
 from filtering.labels.schema import comparison_pairs, comparison_runs, judgements, raters
 
 MAX_OBVIOUS_MISS = 0.25
-MAX_INCONSISTENT = 0.5
 MIN_DUPLICATES = 2
+RATE_FLOOR = 0.05
 ALPHA = 0.01
 MIN_MAJORITY = 8
 
@@ -41,6 +44,8 @@ class RaterCheck:
     obvious_missed: int = 0
     duplicates: int = 0
     inconsistent: int = 0
+    duplicates_expected: Optional[float] = None  # everyone else's rate of changed answers
+    duplicates_p: Optional[float] = None
     majority_votes: int = 0
     majority_agreed: int = 0
     majority_expected: Optional[float] = None   # everyone else's agreement rate (the test's null)
@@ -59,7 +64,7 @@ def _current_votes(store, question: Optional[str], run_id: Optional[int]):
     j, p = judgements, comparison_pairs
     query = (sa.select(raters.c.name.label("rater"), j.c.winner, j.c.check_kind, p.c.id.label("pair"),
                        p.c.duplicate_of, p.c.run_id)
-             .select_from(j.join(p, j.c.pair_id == sa.cast(p.c.id, sa.String))
+             .select_from(j.join(p, j.c.comparison_pair_id == p.c.id)
                           .join(comparison_runs, comparison_runs.c.id == p.c.run_id)
                           .join(raters, raters.c.id == j.c.rater_id))
              .where(j.c.undone_at.is_(None), j.c.source == "page"))
@@ -72,7 +77,7 @@ def _current_votes(store, question: Optional[str], run_id: Optional[int]):
 
 
 def rater_checks(store, *, question: Optional[str] = None, run_id: Optional[int] = None,
-                 max_obvious_miss: float = MAX_OBVIOUS_MISS, max_inconsistent: float = MAX_INCONSISTENT,
+                 max_obvious_miss: float = MAX_OBVIOUS_MISS,
                  min_duplicates: int = MIN_DUPLICATES, alpha: float = ALPHA,
                  min_majority: int = MIN_MAJORITY) -> list[RaterCheck]:
     """Each rater's checks over the comparison runs of `question` (or one run), by rater name."""
@@ -100,14 +105,20 @@ def rater_checks(store, *, question: Optional[str] = None, run_id: Optional[int]
         checks[rater].majority_votes, checks[rater].majority_agreed = total, agreed
     totals = {name: (c.majority_agreed, c.majority_votes) for name, c in checks.items()}
     all_agreed, all_votes = sum(a for a, _ in totals.values()), sum(n for _, n in totals.values())
+    all_changed, all_twice = sum(c.inconsistent for c in checks.values()), sum(c.duplicates for c in checks.values())
     for c in checks.values():
         if c.obvious and c.obvious_missed / c.obvious > max_obvious_miss:
             c.flagged.append("obvious")
-        if c.duplicates >= min_duplicates and c.inconsistent / c.duplicates > max_inconsistent:
-            c.flagged.append("duplicates")
+        if c.duplicates:
+            others = all_twice - c.duplicates
+            rate = (all_changed - c.inconsistent) / others if others else 0.5
+            c.duplicates_expected = max(rate, RATE_FLOOR)
+            c.duplicates_p = float(binom.sf(c.inconsistent - 1, c.duplicates, c.duplicates_expected))
+            if c.duplicates >= min_duplicates and c.duplicates_p < alpha:
+                c.flagged.append("duplicates")
         others_votes = all_votes - c.majority_votes
         if c.majority_votes and others_votes:
-            c.majority_expected = (all_agreed - c.majority_agreed) / others_votes
+            c.majority_expected = min((all_agreed - c.majority_agreed) / others_votes, 1 - RATE_FLOOR)
             c.majority_p = float(binom.cdf(c.majority_agreed, c.majority_votes, c.majority_expected))
             if c.majority_votes >= min_majority and c.majority_p < alpha:
                 c.flagged.append("majority")

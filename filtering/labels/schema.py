@@ -19,14 +19,16 @@
                   one won (a / b / tie / both_bad, both_bad counted as a tie), which side model_a
                   was shown on, the pair task, prompt and seed, rater, client_id (unique), when
                   answered and stored, undone_at; check_kind (duplicate / obvious: a check item, left
-                  out of the Elo fit), undo_client_id (the undo's id: a resent undo reverts one vote).
+                  out of the Elo fit), undo_client_id (the undo's id: a resent undo reverts one vote),
+                  comparison_pair_id (the page's votes: the pair as a key).
                   One vote in force per (rater, pair, question): a partial unique index.
     comparison_runs         a batch of comparison tasks made by `glide pairs make`: question, report
                             folder, the settings compared, votes wanted per pair, a per-rater cap
     comparison_pairs        a run's tasks in order: prompt and seed, model_a / model_b, their images
                             (paths inside the report), which side model_a is shown on; check items
                             (duplicate of an earlier pair, or obvious: a sample against noise)
-    comparison_assignments  which rater was handed which pair, until when (the page hands them out)
+    comparison_assignments  which rater was handed which pair, until when, and whether their vote on
+                            it is in force (the page hands pairs out)
 
 A pair's current answer from one rater is their latest label for it that is not undone; the
 labels table is the history, so an undo brings the previous answer back.
@@ -193,6 +195,9 @@ judgements = sa.Table(
     sa.Column("check_kind", sa.String(16), sa.CheckConstraint(_in("check_kind", CHECK_KINDS), name="check_kind"),
               nullable=True),                                 # a check item's vote (not for the Elo fit)
     sa.Column("undo_client_id", sa.String(CLIENT_ID_LENGTH), nullable=True, unique=True),
+    # the page's votes: the comparison pair as a key (pair_id holds it as text, as imports name theirs)
+    sa.Column("comparison_pair_id", sa.Integer, sa.ForeignKey("comparison_pairs.id", ondelete="SET NULL"),
+              nullable=True, index=True),
     sa.Index(None, "question", "rater_id", "pair_id"),
     # one vote in force per (rater, pair, question): an undone vote no longer counts, so the rater can vote again
     sa.Index("uq_judgements_one_vote", "rater_id", "pair_id", "question", unique=True,
@@ -237,5 +242,6 @@ comparison_assignments = sa.Table(
     sa.Column("rater_id", sa.Integer, sa.ForeignKey("raters.id"), nullable=False, index=True),
     sa.Column("served", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("voted", sa.Boolean, nullable=False, server_default=sa.false()),  # their vote is in force
     sa.UniqueConstraint("pair_id", "rater_id"),
 )

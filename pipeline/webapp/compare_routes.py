@@ -84,7 +84,8 @@ def post_vote(body: Vote, request: Request, session: Session = Depends(posted)) 
 
 @router.post("/api/compare/undo")
 def post_undo(body: Undo, request: Request, session: Session = Depends(posted)) -> dict:
-    undone = cs.undo(context(request).store, session.rater.id, client_id=body.client_id, run_id=body.run)
+    undone = cs.undo(context(request).store, session.rater.id, client_id=body.client_id, run_id=body.run,
+                     lease_s=_lease_s(request))
     return {"undone": None if undone is None else {"pair_id": undone.pair_id, "choice": undone.choice},
             "next": _next(request, session, body.run)}
 

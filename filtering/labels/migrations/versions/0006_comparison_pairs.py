@@ -1,5 +1,5 @@
 """Comparison tasks for the pairwise page (`glide pairs make`): runs, their pairs, who was handed which;
-judgements gain check_kind and undo_client_id, and one vote in force per (rater, pair, question) becomes
+judgements gain check_kind, undo_client_id and comparison_pair_id, and one vote in force per (rater, pair, question) becomes
 a partial unique index (an undone vote leaves room for the rater's new one).
 
 New tables and nullable columns only, so SQLite files upgrade in place.
@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("rater_id", sa.Integer, nullable=False),
         sa.Column("served", sa.DateTime, nullable=False),
         sa.Column("expires_at", sa.DateTime, nullable=False),
+        sa.Column("voted", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.PrimaryKeyConstraint("id", name="pk_comparison_assignments"),
         sa.ForeignKeyConstraint(["pair_id"], ["comparison_pairs.id"], ondelete="CASCADE",
                                 name="fk_comparison_assignments_pair_id_comparison_pairs"),
@@ -74,6 +75,10 @@ def upgrade() -> None:
     with op.batch_alter_table("judgements") as batch:  # SQLite: a CHECK on a new column needs batch mode
         batch.add_column(sa.Column("check_kind", sa.String(16), nullable=True))
         batch.add_column(sa.Column("undo_client_id", sa.String(128), nullable=True))
+        batch.add_column(sa.Column("comparison_pair_id", sa.Integer, nullable=True))
+        batch.create_foreign_key("fk_judgements_comparison_pair_id_comparison_pairs", "comparison_pairs",
+                                 ["comparison_pair_id"], ["id"], ondelete="SET NULL")
+        batch.create_index("ix_judgements_comparison_pair_id", ["comparison_pair_id"])
         batch.create_check_constraint("ck_judgements_check_kind", "check_kind IN ('duplicate', 'obvious')")
         batch.create_unique_constraint("uq_judgements_undo_client_id", ["undo_client_id"])
     op.create_index("uq_judgements_one_vote", "judgements", ["rater_id", "pair_id", "question"], unique=True,
@@ -83,6 +88,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("uq_judgements_one_vote", "judgements")
     with op.batch_alter_table("judgements") as batch:
+        batch.drop_index("ix_judgements_comparison_pair_id")
+        batch.drop_constraint("fk_judgements_comparison_pair_id_comparison_pairs", type_="foreignkey")
+        batch.drop_column("comparison_pair_id")
         batch.drop_constraint("uq_judgements_undo_client_id", type_="unique")
         batch.drop_constraint("ck_judgements_check_kind", type_="check")
         batch.drop_column("undo_client_id")
