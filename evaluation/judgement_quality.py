@@ -165,7 +165,7 @@ class PositionBias:
             return "position bias: no decisive votes with a known side"
         return (f"position bias: the left image won {self.left_wins} of {self.decisive} decisive votes "
                 f"({100 * self.left_share:.1f}%; two-sided binomial p = {self.p_value:.3g} against 50%), "
-                f"{self.ties} ties or both bad")
+                f"{self.ties} tied or both bad")
 
 
 def position_bias(table) -> Optional[PositionBias]:

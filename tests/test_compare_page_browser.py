@@ -68,6 +68,7 @@ def test_a_rater_compares_with_clicks_and_keys_undoes_one_and_the_elo_fit_reflec
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{server.url}/signin?next=/compare#token={token}")
         page.wait_for_url(f"{server.url}/compare")
+        current(page)
         assert page.text_content("#question") == "Which image better matches the caption?"
         # how the rater answers: the side guidance-3 is on; "both bad" once (a tie for Elo); the sample
         # against noise on obvious pairs. Alternating clicks and the keys.

@@ -18,7 +18,7 @@
     if (!b || !b.decisive) return "Position bias: no decisive votes yet.";
     return `Position bias: the left image won ${b.left_wins} of ${b.decisive} decisive votes ` +
       `(${(100 * b.left_share).toFixed(1)}%, two-sided binomial p = ${b.p_value.toPrecision(3)} against 50%); ` +
-      `${b.ties} ties or both bad.`;
+      `${b.ties} tied or both bad.`;
   }
 
   function render(data) {
