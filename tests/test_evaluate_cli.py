@@ -50,6 +50,7 @@ def env(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(2400)
 def test_a_new_guidance_scale_samples_only_itself_and_a_rerun_samples_nothing(env):
     assert "0 cached, 4 to sample" in env["first"].stderr
     assert "sampling (" in env["first"].stderr             # the progress line of the Ray actors
@@ -64,6 +65,7 @@ def test_a_new_guidance_scale_samples_only_itself_and_a_rerun_samples_nothing(en
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(2400)
 def test_the_report_folder_keeps_the_contract_pairs_make_reads(env):
     report = env["report"]
     index = pq.read_table(report / "samples" / "index.parquet")
@@ -91,6 +93,7 @@ def test_the_report_folder_keeps_the_contract_pairs_make_reads(env):
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(2400)
 def test_metrics_and_lineage_are_stored_and_glide_report_rebuilds_the_page(env):
     report = env["report"]
     metrics = json.loads((report / "metrics.json").read_text())
@@ -114,6 +117,7 @@ def test_metrics_and_lineage_are_stored_and_glide_report_rebuilds_the_page(env):
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(2400)
 def test_memorisation_check_finds_a_sample_planted_in_the_training_set(env, tmp_path):
     from filtering.clip_features import load_clip_features
     from test_memorisation import scene, tiny_clean_clip, write_embedded_dataset
@@ -164,6 +168,7 @@ def test_glide_report_on_a_folder_that_is_no_report_is_bad_input(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
+@pytest.mark.timeout(2400)
 def test_the_report_in_headless_chromium_shows_its_tables_and_every_image(env):
     from label_page_world import CHROMIUM_ARGS, chromium_or_skip
 

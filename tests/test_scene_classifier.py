@@ -32,6 +32,7 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_held_out_world_accuracy_is_above_95_percent_per_attribute(trained):
     holdout = trained["report"]["holdout"]
     assert set(holdout) == {"background", "colour", "kind"}  # a one-shape world: no count or placement head
@@ -40,6 +41,7 @@ def test_held_out_world_accuracy_is_above_95_percent_per_attribute(trained):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_saved_without_pickle_and_reloads_to_the_same_predictions(trained):
     from evaluation.scene_classifier import SceneClassifier, read_world_images
 
@@ -58,6 +60,7 @@ def test_saved_without_pickle_and_reloads_to_the_same_predictions(trained):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_changed_weights_file_is_refused(trained, tmp_path):
     import shutil
 
