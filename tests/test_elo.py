@@ -198,7 +198,7 @@ def write_judgements_db(path, rows):
 def test_the_database_judgements_leave_out_undone_and_superseded_votes(tmp_path):
     db = tmp_path / "labels.db"
     write_judgements_db(db, [
-        {"a": "g1", "b": "g3", "winner": "a", "rater": "ana", "pair": "p1"},
+        {"a": "g1", "b": "g3", "winner": "a", "rater": "ana", "pair": "p1", "undone": True},
         {"a": "g1", "b": "g3", "winner": "b", "rater": "ana", "pair": "p1"},            # ana changed her vote
         {"a": "g1", "b": "g3", "winner": "tie", "rater": "bo", "pair": "p1", "undone": True},
         {"a": "g3", "b": "g1", "winner": "both_bad", "rater": "bo", "pair": "p2"},
