@@ -8,8 +8,6 @@ Set GLIDE_SCREENSHOTS=DIR to keep the pages' screenshots there (docs/images hold
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 
 import pytest
@@ -17,20 +15,11 @@ import pytest
 from filtering.labels import LabelStore
 from label_page_world import CHROMIUM_ARGS, Server, chromium_or_skip
 from pairs_report_world import MARKUP_PROMPT, write_report
+from test_label_page_browser import screenshot  # kept under GLIDE_SCREENSHOTS too
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 READY = "#work[data-pair]"
 BETTER = "guidance-3"
-
-
-def screenshot(page, tmp_path, name):
-    path = tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 5000
-    keep = os.environ.get("GLIDE_SCREENSHOTS")
-    if keep:
-        os.makedirs(keep, exist_ok=True)
-        shutil.copy(path, os.path.join(keep, name))
 
 
 def pair_row(db, pair_id):

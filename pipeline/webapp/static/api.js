@@ -75,8 +75,43 @@ const glide = (() => {
     return node;
   }
 
+  // Entries (path, body with a client_id) kept in localStorage under `key` until the server confirms
+  // them: a keypress is stored on this device before its request leaves, and a reload, a dropped
+  // connection or a restarted server resends what is left, in order, under the same client ids.
+  // `status(text, kind)` tells the rater; a refusal that `keep(e)` says is not the entry's fault
+  // (signed out, a stale page) stops the flush with the entry kept; any other refusal drops it.
+  function outbox(key, status, keep) {
+    const entries = () => {
+      try {
+        return JSON.parse(localStorage.getItem(key()) || "[]");
+      } catch (e) {
+        return [];
+      }
+    };
+    const save = (list) => localStorage.setItem(key(), JSON.stringify(list));
+    async function flush() {   // the last reply (it names what to show next)
+      let reply = null;
+      for (let list = entries(); list.length; list = entries()) {
+        const entry = list[0];
+        try {
+          reply = await postReliably(entry.path, entry.body, (why, attempt) =>
+            status(`Not saved yet: ${why}. Retrying (attempt ${attempt}); keep this page open.`, "warn"));
+        } catch (e) {
+          if (keep(e)) {
+            status(`Not saved: ${e.message}`, "error");
+            throw e;
+          }
+          status(`The server refused it (${e.message}); it was dropped.`, "error");
+        }
+        save(entries().filter((other) => other.body.client_id !== entry.body.client_id));
+      }
+      return reply;
+    }
+    return { entries, add: (entry) => save([...entries(), entry]), flush };
+  }
+
   return {
-    Refused, sleep, newId, call, getJson, postReliably, el,
+    Refused, sleep, newId, call, getJson, postReliably, el, outbox,
     setCsrf(token) { csrf = token; },
   };
 })();

@@ -13,18 +13,6 @@
   const outboxKey = () => `glide-compare-outbox:${state.me.rater}`;
   const runParam = () => (state.run ? Number(state.run) : null);
 
-  function outbox() {
-    try {
-      return JSON.parse(localStorage.getItem(outboxKey()) || "[]");
-    } catch (e) {
-      return [];
-    }
-  }
-
-  function setOutbox(entries) {
-    localStorage.setItem(outboxKey(), JSON.stringify(entries));
-  }
-
   function status(text, kind) {
     $("status").textContent = text;
     $("status").dataset.kind = kind || "";
@@ -56,32 +44,17 @@
     refreshProgress();
   }
 
-  async function flush() {
-    let reply = null;
-    for (let entries = outbox(); entries.length; entries = outbox()) {
-      const entry = entries[0];
-      try {
-        reply = await glide.postReliably(entry.path, entry.body, (why, attempt) =>
-          status(`Not saved yet: ${why}. Retrying (attempt ${attempt}); keep this page open.`, "warn"));
-      } catch (e) {
-        if (e.status === 401 || (e.status === 403 && /CSRF|sign/.test(e.message))) {
-          status(`Not saved: ${e.message}`, "error");
-          throw e;
-        }
-        status(`The server refused a vote (${e.message}); it was dropped.`, "error");
-      }
-      setOutbox(outbox().filter((other) => other.body.client_id !== entry.body.client_id));
-    }
-    return reply;
-  }
+  // kept: signed out, or a page whose CSRF token went stale; dropped: e.g. a pair not handed to them
+  const box = glide.outbox(outboxKey, status,
+    (e) => e.status === 401 || (e.status === 403 && /CSRF|sign/.test(e.message)));
 
   async function send(entry) {
     state.busy = true;
-    setOutbox([...outbox(), entry]);   // stored on this device before the request leaves
+    box.add(entry);   // stored on this device before the request leaves
     status("saving…", "");
     let reply;
     try {
-      reply = await flush();
+      reply = await box.flush();
     } catch (e) {
       return;   // stays busy: nothing more until the page is reloaded
     }
@@ -167,9 +140,9 @@
       await show((await glide.getJson(`/api/compare/next${query}`)).next);
     });
     let reply = null;
-    if (outbox().length) {   // votes a reload or a crash left unconfirmed go first
+    if (box.entries().length) {   // votes a reload or a crash left unconfirmed go first
       try {
-        reply = await flush();
+        reply = await box.flush();
       } catch (e) {
         return;
       }

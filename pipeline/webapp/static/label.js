@@ -11,18 +11,6 @@
   const state = { me: null, item: null, shownAt: 0, busy: true, queue: "", queues: [], lastProgress: 0 };
   const outboxKey = () => `glide-outbox:${state.me.rater}`;
 
-  function outbox() {
-    try {
-      return JSON.parse(localStorage.getItem(outboxKey()) || "[]");
-    } catch (e) {
-      return [];
-    }
-  }
-
-  function setOutbox(entries) {
-    localStorage.setItem(outboxKey(), JSON.stringify(entries));
-  }
-
   function status(text, kind) {
     $("status").textContent = text;
     $("status").dataset.kind = kind || "";
@@ -62,33 +50,16 @@
     showProgress();
   }
 
-  // Send every outbox entry in order; the last reply names what to show next.
-  async function flush() {
-    let reply = null;
-    for (let entries = outbox(); entries.length; entries = outbox()) {
-      const entry = entries[0];
-      try {
-        reply = await glide.postReliably(entry.path, entry.body, (why, attempt) =>
-          status(`Not saved yet: ${why}. Retrying (attempt ${attempt}); keep this page open.`, "warn"));
-      } catch (e) {
-        if (e.status === 401 || e.status === 403) {   // signed out or stale page: keep it for later
-          status(`Not saved: ${e.message}`, "error");
-          throw e;
-        }
-        status(`The server refused an answer (${e.message}); it was dropped.`, "error");
-      }
-      setOutbox(outbox().filter((other) => other.body.client_id !== entry.body.client_id));
-    }
-    return reply;
-  }
+  // signed out or a stale page: the answer is kept for later
+  const box = glide.outbox(outboxKey, status, (e) => e.status === 401 || e.status === 403);
 
   async function send(entry) {
     state.busy = true;
-    setOutbox([...outbox(), entry]);   // stored on this device before the request leaves
+    box.add(entry);   // stored on this device before the request leaves
     status("saving…", "");
     let reply;
     try {
-      reply = await flush();
+      reply = await box.flush();
     } catch (e) {
       return;   // stays busy: nothing more until the page is reloaded
     }
@@ -197,9 +168,9 @@
     });
     await refreshProgress();
     let reply = null;
-    if (outbox().length) {   // answers a reload or a crash left unconfirmed go first
+    if (box.entries().length) {   // answers a reload or a crash left unconfirmed go first
       try {
-        reply = await flush();
+        reply = await box.flush();
       } catch (e) {
         return;
       }
