@@ -219,3 +219,22 @@ def test_the_admin_overview_names_the_settings_and_the_checks(served, report):
     (ana_check,) = question["raters"]
     assert ana_check["rater"] == "ana" and ana_check["obvious"] == 2 and ana_check["votes"] == 6
     assert question["position_bias"]["left_wins"] == 4 and question["position_bias"]["decisive"] == 4
+
+
+def test_a_database_from_before_the_comparison_page_upgrades_in_place_with_its_judgements(tmp_path):
+    from filtering.labels.database import open_engine, upgrade
+
+    db = tmp_path / "old.db"
+    engine = open_engine(str(db))
+    upgrade(engine, "0005")   # the schema before migration 0006, with a vote in it
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO judgements (client_id, question, pair_id, model_a, model_b, winner, "
+                             "a_side, source, created, stored) VALUES ('old-1', 'photorealism', 'p1', 'x', 'y', "
+                             "'a', 'left', 'import', '2025-01-01 00:00:00', '2025-01-01 00:00:00')")
+    engine.dispose()
+    with LabelStore(str(db)) as store, store.read() as conn:
+        row = conn.exec_driver_sql("SELECT client_id, winner, a_side, check_kind, comparison_pair_id "
+                                   "FROM judgements").one()
+        assert tuple(row) == ("old-1", "a", "left", None, None)
+        assert {"comparison_runs", "comparison_pairs", "comparison_assignments"} <= set(
+            sa.inspect(conn).get_table_names())

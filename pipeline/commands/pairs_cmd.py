@@ -103,8 +103,8 @@ def run_make(args) -> int:
               f"{kinds['duplicate']} duplicated and {kinds['obvious']} obvious check items, {args.votes_per_pair} "
               f"votes wanted per comparison in {store.name}")
         sides = sum(t.a_side == "left" for t in tasks if t.kind == "compare")
-        print(f"sides: the first setting of a comparison is on the left in {sides} of {kinds['compare']} "
-              f"(random, stored with each pair)")
+        print(f"sides: drawn at random and stored with each pair (model_a shown on the left in {sides} of "
+              f"{kinds['compare']} comparisons)")
         print("raters: glide label raters add NAME prints a link; append ?next=/compare before its # to land on "
               "the comparison page, or open /compare after signing in")
         if args.json:
