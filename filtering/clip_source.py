@@ -54,13 +54,23 @@ class ClipSource:
 
     def describe(self) -> dict:
         """What a manifest or report records: which model and which exact weights
-        (`load_clip_features(description["exact_spec"])` loads the same model again)."""
-        out = {"spec": self.spec, "exact_spec": self.exact_spec, "family": self.family}
+        (`load_clip_features(description["exact_spec"])` loads the same model again, from the same
+        working directory). Paths under the working directory are recorded relative to it: a manifest
+        then names the model as every node's copy of the checkout finds it (a cluster job's working
+        dir), never by the absolute path of the machine that ran the stage."""
+        path = _relative_to_cwd(self.path)
+        exact = path if self.family == GLIDE_CLIP else f"{self.arch}={path}"
+        out = {"spec": self.spec, "exact_spec": exact, "family": self.family}
         if self.arch is not None:
             out["arch"] = self.arch
-        out.update(path=self.path, **self.details)
+        out.update(path=path, **self.details)
         out.update(weights_sha256=self.weights_sha256, dim=self.dim, crop_size=self.crop_size)
         return out
+
+
+def _relative_to_cwd(path: str) -> str:
+    p, cwd = Path(path), Path.cwd()
+    return str(p.relative_to(cwd)) if p.is_absolute() and p.is_relative_to(cwd) else path
 
 
 def resolve_clip(spec: str) -> ClipSource:
