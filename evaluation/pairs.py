@@ -129,11 +129,17 @@ def image_path(report: str, relative: str, where: str) -> Path:
     return path
 
 
+def _check_count(n: int, fraction: float) -> int:
+    """round(n x fraction), but at least one when the fraction is not 0 (a small run is checked too)."""
+    return max(1, round(n * fraction)) if fraction > 0 else 0
+
+
 def plan_pairs(samples: Sequence[Sample], settings: Sequence[str], n: int, *, seed: int = 0,
                duplicate_fraction: float = 0.05, obvious_fraction: float = 0.05,
                where: str = "report") -> list[PairTask]:
     """`n` comparisons between `settings` (every two of them in turn, each on prompts and seeds all of them
-    sampled, no (settings, prompt, seed) twice), plus round(n x fraction) duplicates and obvious pairs,
+    sampled, no (settings, prompt, seed) twice), plus round(n x fraction) duplicates and obvious pairs (at
+    least one of each whose fraction is not 0),
     in the order raters get them (positions are list indices)."""
     if len(set(settings)) != len(settings) or len(settings) < 2:
         raise sh.UserError(f"--settings {','.join(settings)}: give two or more different settings")
@@ -171,13 +177,13 @@ def plan_pairs(samples: Sequence[Sample], settings: Sequence[str], n: int, *, se
                                  rng.choice(("left", "right"))))
     order: list[PairTask] = list(compares)
     rng.shuffle(order)
-    for _ in range(round(n * obvious_fraction)):
+    for _ in range(_check_count(n, obvious_fraction)):
         key = rng.choice(shared)
         sample = by_key[key][rng.choice(list(settings))]
         task = PairTask("obvious", sample.prompt_index, sample.prompt, sample.seed, sample.setting, NOISE_MODEL,
                         sample.path, None, rng.choice(("left", "right")), noise_seed=rng.getrandbits(31))
         order.insert(rng.randint(0, len(order)), task)
-    originals = rng.sample(compares, min(len(compares), round(n * duplicate_fraction)))
+    originals = rng.sample(compares, min(len(compares), _check_count(n, duplicate_fraction)))
     duplicates = []
     for original in originals:
         at = next(i for i, t in enumerate(order) if t is original)
