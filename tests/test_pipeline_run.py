@@ -123,3 +123,31 @@ def test_a_pipeline_runs_then_reuses_and_reruns_only_what_changed(pipeline, glid
     assert plan["embed"][1] == f"its embeddings at {emb} changed or is gone since it was recorded"
     shutil.copy(root / "emb-manifest.json", sh.join(emb, "manifest.json"))
     assert actions(plan_of(glide_cli, capsys, config)) == ["reuse"] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(1200)
+def test_training_and_sampling_stages_follow_the_filtered_data_and_restart_when_their_config_changes(
+        pipeline, glide_cli, capsys):
+    root, out, run, config = pipeline
+    train = {"max_steps": 2, "save_every": 2, "log_every": 1, "batch_size": 2, "workers": 1, "cpus_per_worker": 1}
+    sample = {"prompts": ["a red circle on a blue background"], "per_prompt": 1, "steps": "4", "base_too": False}
+    write_pipeline(config, {**run, "train": {"base": train}, "sample": sample}, embed={"clip": str(root / "clip")})
+    assert glide_cli("run", config) == 0
+    printed = capsys.readouterr().out
+    # the model trains on the filtered dataset (the newest pairs), then samples
+    assert f"$ glide train base --data {out / 'dataset-filtered'} -o {out / 'runs' / 'base'}" in printed
+    assert (out / "runs" / "base" / "exports" / "step-0000002").is_dir() and (out / "samples" / "grid.png").is_file()
+    assert actions(plan := plan_of(glide_cli, capsys, config)) == ["reuse"] * 4
+    assert plan["train-base"][0] == plan["sample"][0] == "reuse"
+
+    # another length: a fresh run (not a resume at its last step), and new samples
+    write_pipeline(config, {**run, "train": {"base": {**train, "max_steps": 3, "save_every": 3}}, "sample": sample},
+                   embed={"clip": str(root / "clip")})
+    plan = plan_of(glide_cli, capsys, config)
+    assert plan["train-base"] == ("run", "config changed: train.max_steps, train.save_every")
+    assert plan["sample"] == ("run", "train-base runs before it")
+    assert glide_cli("run", config) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in (out / "runs" / "base" / "exports").iterdir()) == ["step-0000003"]
