@@ -110,7 +110,8 @@ def _decide(step: Step, ctx: Context) -> tuple[str, str]:
         return RUN, f"config changed: {', '.join(changed) or 'its sections'}"
     inputs = current_inputs(step.stage, ctx, step.reads)
     if record["inputs"] != inputs:
-        changed = [k for k in sorted(set(inputs) | set(record["inputs"])) if inputs.get(k) != record["inputs"].get(k)]
+        changed = [k for k in sorted(set(inputs) | set(record["inputs"]))
+                   if (k in inputs) != (k in record["inputs"]) or inputs.get(k) != record["inputs"].get(k)]
         return RUN, f"input changed: {', '.join(changed)}"
     if any(v is None for v in inputs.values()):
         return RUN, "an input cannot be fingerprinted (" + ", ".join(k for k, v in inputs.items() if v is None) + ")"

@@ -96,10 +96,6 @@ def _without(section, *keys: str) -> dict:
     return {k: v for k, v in section.model_dump(mode="json").items() if k not in keys}
 
 
-def file_or_none(path: Optional[str]) -> Optional[str]:
-    return tree_digest(path) if path else None
-
-
 # --------------------------------------------------------------------------------------------------
 # ingest
 # --------------------------------------------------------------------------------------------------
@@ -290,7 +286,8 @@ STAGES: list[Stage] = [
                                          "shard_retries")},
           _run_embed, lambda ctx: {"clip": clip_digest(ctx.config.embed.clip)}),
     Stage("label", lambda ctx: not ctx.run.labels and _world_mode(ctx), (EMBEDDINGS, WORLD), _label_writes, _label_identity, _run_label,
-          lambda ctx: {"fit_config": file_or_none(ctx.run.fit_config)}),
+          # without run.fit_config the fits read this file's fit_filters section, already in the identity
+          lambda ctx: {"fit_config": tree_digest(ctx.run.fit_config)} if ctx.run.fit_config else {}),
     Stage("fit-filters", lambda ctx: bool(ctx.run.labels), (EMBEDDINGS,), lambda ctx: {FILTERS: ctx.dataset("filters")},
           lambda ctx: {"fit_filters": ctx.config.fit_filters.model_dump(mode="json")}, _run_fit_filters,
           lambda ctx: {"labels": labels_digest(ctx.run.labels)} if ctx.run.labels else {}, fresh_on_change=True),
