@@ -46,13 +46,16 @@ def run_plan(ctx: Context, plan: list[Step]) -> dict[str, float]:
 
 def _run_step(ctx: Context, step: Step) -> float:
     t0 = time.perf_counter()
-    if step.fresh:
+    inputs = current_inputs(step.stage, ctx, step.reads)
+    # decided again now: an upstream stage that just ran has changed this stage's inputs since the plan
+    record = fp.read_state(ctx.out, step.name)
+    stale = record is not None and (record["config"] != step.config or record["inputs"] != inputs)
+    if step.stage.fresh_on_change and (step.fresh or stale):
         for path in dict.fromkeys(step.writes.values()):
             fs, p = sh.url_to_fs(path)
             if fs.exists(p):
                 print(f"removing {path}: made with another config or other inputs", flush=True)
                 fs.rm(p, recursive=True)
-    inputs = current_inputs(step.stage, ctx, step.reads)
     outputs = {kind: {"path": path} for kind, path in step.writes.items()}
     fp.write_state(ctx.out, step.name, status="started", config=step.config, inputs=inputs, outputs=outputs)
     step.stage.run(ctx, step.reads, step.writes)
