@@ -1,6 +1,7 @@
 """REPORT/index.html, built only from what the report folder stores (so `glide report REPORT` rebuilds it
 without sampling): settings.json, samples/index.parquet, metrics.json, lineage.json and, when the
-memorisation check ran, memorisation.json with its training thumbnails.
+memorisation check ran, memorisation.json with its training thumbnails, and, when `glide report
+--judgements` fitted it, elo.json (evaluation.report_elo: the Elo table of the pairwise judgements).
 
     build_report(Path("REPORT"))     # draws plots/ and grids/, writes index.html; returns its path
 
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 
 import shards as sh
+from evaluation.report_elo import read_report_elo
 from evaluation.report_plots import distance_histogram, sample_grid, tradeoff_plots
 from evaluation.sample_cache import read_index
 from evaluation.sweep_metrics import accuracy_summary
@@ -40,6 +42,10 @@ def _fmt(value) -> str:
 
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _elo_points(value) -> str:
+    return "-" if value is None else f"{value:+.1f}"   # None: an interval no bootstrap resample bounded
 
 
 def grid_rows(index, settings: list[str]) -> dict[str, list[dict]]:
@@ -80,7 +86,8 @@ def build_report(report: Path) -> Path:
         settings=settings, metrics=metrics["settings"], features=metrics["features"], lineage=lineage,
         samples_total=index.num_rows, per_setting=lineage["samples_per_setting"], prompts_count=lineage["prompts"]["count"],
         notes=notes, accuracy=accuracy, accuracy_columns=columns, plots=plots, missing_plots=missing, grids=grids,
-        grid_rows=first, memo=memo, lineage_json=json.dumps(lineage, indent=1), fmt=_fmt, pct=_pct)
+        grid_rows=first, memo=memo, elo=read_report_elo(report), lineage_json=json.dumps(lineage, indent=1), fmt=_fmt, pct=_pct,
+        elo_points=_elo_points)
     out = report / "index.html"
     sh.write_bytes_atomic(str(out), html.encode())
     return out

@@ -90,22 +90,10 @@ def run_fit(args) -> int:
 def _flagged(args, table, where: str, excluded: list) -> list:
     """The raters evaluation.judgement_quality flags for the question fitted (printed)."""
     from shards import UserError
-    from evaluation.judgement_quality import flagged_raters
-    from filtering.labels import LabelStore
+    from evaluation.report_elo import flagged_voters
 
     if args.db is None:
         raise UserError("--exclude-flagged: needs --db (the checks come from the comparison page's check items)")
-    question = args.question
-    if question is None and "question" in table.column_names:
-        found = {q for q in table.column("question").to_pylist() if q}
-        question = found.pop() if len(found) == 1 else None
-    with LabelStore(args.db, create=False) as store:
-        flagged = [r for r in flagged_raters(store, question=question) if r not in excluded]
-    present = set()
-    if "rater" in table.column_names:
-        questions = table.column("question").to_pylist() if "question" in table.column_names else None
-        present = {r for k, r in enumerate(table.column("rater").to_pylist())
-                   if question is None or questions is None or questions[k] == question}
-    flagged = [r for r in flagged if r in present]   # a flagged rater may have no comparison vote in force
+    flagged = flagged_voters(args.db, table, args.question, excluded)
     print(f"left out, flagged by their checks (glide pairs raters): {', '.join(flagged) or 'nobody'}")
     return flagged
