@@ -84,10 +84,14 @@ def plan_chunks(settings: Sequence[Setting], prompts: Sequence[str], samples_per
     besides the setting, prompts and seed (checkpoint digests, sampler settings)."""
     chunks = []
     for setting in settings:
+        mine = identity
+        if setting.clip_guidance is None and identity.get("clip") is not None:
+            # the noised CLIP only touches CLIP-guided pixels: adding --clip keeps the other settings cached
+            mine = {**identity, "clip": None}
         for number, start in enumerate(range(0, samples_per_setting, batch_size)):
             indices = tuple(j % len(prompts) for j in range(start, min(start + batch_size, samples_per_setting)))
             texts = tuple(prompts[i] for i in indices)
-            what = {"identity": identity, "setting": setting.to_json(), "prompts": texts, "seed": seed + number,
+            what = {"identity": mine, "setting": setting.to_json(), "prompts": texts, "seed": seed + number,
                     "batch_size": batch_size}
             key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
             chunks.append(Chunk(setting, number, indices, texts, seed + number, key))

@@ -9,7 +9,8 @@ store it all in the report folder and build REPORT/index.html from it.
 
 The report folder (docs/evaluation.md, "the report folder"; settings.json and samples/index.parquet are a
 contract `glide pairs make` reads):
-    settings.json           {setting: {"guidance", "clip_guidance", "model", "upsampler"}}
+    settings.json           {setting: {"guidance", "clip_guidance", "model", "upsampler"}}, and "clip"
+                            (the noised CLIP's path) in a CLIP-guided setting
     samples/index.parquet   setting, prompt_index, prompt, seed, path: one row per sample
     samples/<setting>/      the PNGs and their chunk markers (evaluation.sample_cache)
     metrics.json            every metric per setting, the features used, caption-accuracy predictions
@@ -147,7 +148,8 @@ def run_evaluation(req: EvaluationRequest, stream=None, ray_session=None) -> dic
     write_index(report, chunks)
     sh.write_json_atomic(str(report / "settings.json"), {
         s.name: {"guidance": s.guidance, "clip_guidance": s.clip_guidance, "model": req.model,
-                 "upsampler": req.upsampler} for s in settings})
+                 "upsampler": req.upsampler, **({"clip": req.clip} if s.clip_guidance is not None else {})}
+        for s in settings})
     metrics = compute_metrics(req, report, stream)
     lineage = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": req.command,
