@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-from conftest import run_glide
 from evaluation import comparison_store as cs
 from filtering.labels import LabelStore
 from pairs_report_world import write_report
@@ -50,10 +49,11 @@ def rated(report, tmp_path_factory):
     """A labels database with a photorealism run over the three settings, voted on the comparison
     store by four attentive raters (the better setting nine times in ten) and one who always says left."""
     db = tmp_path_factory.mktemp("db") / "labels.db"
-    made = run_glide("pairs", "make", "--report", report, "--settings", ",".join(SETTINGS), "--question",
-                     "photorealism", "-n", 30, "--db", db, "--duplicates", 0.25, "--obvious", 0.25,
-                     "--votes-per-pair", 5, timeout=120)
-    assert made.returncode == 0, made.stderr
+    from pipeline.cli import main
+
+    assert main(["pairs", "make", "--report", str(report), "--settings", ",".join(SETTINGS), "--question",
+                 "photorealism", "-n", "30", "--db", str(db), "--duplicates", "0.25", "--obvious", "0.25",
+                 "--votes-per-pair", "5"]) == 0
     rng = random.Random(1)
 
     def attentive(pair):
@@ -104,11 +104,11 @@ def read_page(path):
 @pytest.mark.browser
 @pytest.mark.timeout(600)
 def test_the_elo_of_a_labels_database_is_stored_and_shown_best_first_without_the_flagged_rater(report, rated,
-                                                                                                 tmp_path):
-    result = run_glide("report", report, "--judgements", rated, "--question", "photorealism", "--exclude-flagged",
-                       "--bootstrap", 200, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "left out, flagged by their checks: lefty" in result.stdout
+                                                                                                 tmp_path, glide_cli,
+                                                                                                 capsys):
+    assert glide_cli("report", report, "--judgements", rated, "--question", "photorealism", "--exclude-flagged",
+                     "--bootstrap", 200) == 0
+    assert "left out, flagged by their checks: lefty" in capsys.readouterr().out
     stored = json.loads((report / "elo.json").read_text())
     assert list(stored["models"]) == ["guidance-5", "guidance-3", "guidance-1"]
     assert stored["excluded_raters"] == ["lefty"] and stored["question"] == "photorealism"
@@ -120,8 +120,7 @@ def test_the_elo_of_a_labels_database_is_stored_and_shown_best_first_without_the
 
     # a plain rebuild keeps the stored fit: the page is the same without --judgements
     page = (report / "index.html").read_text()
-    again = run_glide("report", report, timeout=300)
-    assert again.returncode == 0, again.stderr
+    assert glide_cli("report", report) == 0
     assert (report / "index.html").read_text() == page
 
     shown = read_page(report / "index.html")
@@ -141,7 +140,7 @@ def test_the_elo_of_a_labels_database_is_stored_and_shown_best_first_without_the
 
 @pytest.mark.browser
 @pytest.mark.timeout(600)
-def test_a_judgements_csv_is_fitted_and_its_untrusted_text_shown_as_text(report, tmp_path):
+def test_a_judgements_csv_is_fitted_and_its_untrusted_text_shown_as_text(report, tmp_path, glide_cli):
     folder = tmp_path / "report"
     write_report(folder, prompts=4, settings=SETTINGS)
     write_evaluation_files(folder)
@@ -153,8 +152,7 @@ def test_a_judgements_csv_is_fitted_and_its_untrusted_text_shown_as_text(report,
     for a, b, winner, times in plan:
         rows += [f'{a},{b},{winner},"{MARKUP.replace(chr(34), chr(34) * 2)}"'] * times
     (tmp_path / "votes.csv").write_text("\n".join(rows) + "\n")
-    result = run_glide("report", folder, "--judgements", tmp_path / "votes.csv", "--bootstrap", 100, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert glide_cli("report", folder, "--judgements", tmp_path / "votes.csv", "--bootstrap", 100) == 0
     stored = json.loads((folder / "elo.json").read_text())
     assert list(stored["models"]) == ["guidance-5", "guidance-3", "guidance-1"]
     assert stored["position_bias"] is None and stored["excluded_raters"] is None
@@ -174,10 +172,14 @@ def test_a_judgements_csv_is_fitted_and_its_untrusted_text_shown_as_text(report,
      and d / "v.csv", ["--exclude-flagged"], r"v\.csv: --exclude-flagged needs the labels database"),
     (lambda d: None, ["--question", "photorealism"], r"--question: only with --judgements"),
 ])
-def test_bad_judgements_input_is_one_line_with_exit_code_2(report, tmp_path, make, extra, message):
+def test_bad_judgements_input_is_one_line_with_exit_code_2(report, tmp_path, make, extra, message, glide_cli,
+                                                            capsys):
     source = make(tmp_path)
     argv = ["--judgements", source] if source is not None else []
-    result = run_glide("report", report, *argv, *extra, timeout=120)
-    assert result.returncode == 2, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-    assert re.search(message, result.stderr), result.stderr
+    stored = (report / "elo.json").read_bytes() if (report / "elo.json").exists() else None
+    capsys.readouterr()
+    assert glide_cli("report", report, *argv, *extra) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(message, err), err
+    assert ((report / "elo.json").read_bytes() if (report / "elo.json").exists() else None) == stored  # untouched
