@@ -6,6 +6,7 @@
 The fit is evaluation.elo (GLIDE Appendix A.1, maximum likelihood, bootstrap intervals); the file
 format is evaluation.judgements'. `--json` prints as its last line
 {"models": {NAME: {"elo": E, "ci_low": L, "ci_high": H, "comparisons": N}, ...}}.
+The same fit goes into an evaluation report with `glide report REPORT --judgements DB_OR_FILE`.
 """
 from __future__ import annotations
 
