@@ -151,3 +151,10 @@ def test_training_and_sampling_stages_follow_the_filtered_data_and_restart_when_
     assert glide_cli("run", config) == 0
     capsys.readouterr()
     assert sorted(p.name for p in (out / "runs" / "base" / "exports").iterdir()) == ["step-0000003"]
+
+    # an upstream stage reruns (the filter's config): the training run starts afresh on its new output
+    write_pipeline(config, {**run, "train": {"base": {**train, "max_steps": 3, "save_every": 3}}, "sample": sample},
+                   embed={"clip": str(root / "clip")}, filter={"report_examples": 2})
+    assert glide_cli("run", config) == 0
+    printed = capsys.readouterr()
+    assert f"removing {out / 'runs' / 'base'}" in printed.out and "train: step 3/3" in printed.err
