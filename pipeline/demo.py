@@ -9,6 +9,8 @@
     8    train on the filtered shards: the shipped base fine-tuned briefly (or, --from-scratch, base
          and upsampler trained on them from scratch)
     9    `glide sample` with classifier-free guidance, and the caption colour check
+    10   `glide evaluate` at guidance 1 and 3 on held-out prompts (pipeline.evaluation_demo): caption
+         accuracy by the shipped scene classifier, FID on its features, the HTML report
 
 Every command is printed before it runs; the end lists where everything is.
 """
@@ -24,6 +26,7 @@ from pipeline.caption_accuracy import score
 from pipeline.config import load_config
 from pipeline.demo_filters import DEMO_PLAN, label_fit_filter
 from pipeline.demo_steps import REPO, Step, glide, in_repo
+from pipeline.evaluation_demo import evaluate_guidance
 
 WORLD_CONFIG = REPO / "configs" / "sample-world.yaml"
 TRAIN_CONFIG = REPO / "configs" / "train-demo.yaml"
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         describe_shipped({"upsampler": SHIPPED / "upsampler"})
     if not args.skip_sample:
         steps.update(sample_and_score(models, out))
+        steps.update(evaluate_guidance(models, out))
     total = time.time() - t0
     (out / "timings.json").write_text(json.dumps({"total_s": round(total, 1),
                                                   "steps": {k: v.wall_s for k, v in steps.items()}}, indent=2) + "\n")
@@ -168,6 +172,8 @@ def print_summary(out: Path, dataset: Path, clip: Path, embeddings: Path, filter
         ("upsampler", in_repo(models["upsampler"]) + ("  (trained on the filtered shards)" if from_scratch
                                                        else "  (shipped, trained on an unfiltered crawl)")),
         ("samples", f"{in_repo(out / 'samples' / 'grid.png')}  (16px base: {in_repo(out / 'samples-base' / 'grid.png')})"),
+        ("evaluation", f"{in_repo(out / 'evaluation' / 'index.html')}  (guidance 1 vs 3; glide report "
+                       f"{in_repo(out / 'evaluation')} rebuilds it)"),
     ]
     for what, where in rows:
         print(f"   {what + ':':<18}{where}")

@@ -32,7 +32,7 @@ def probe_colours(model: Path, tmp_path: Path) -> dict:
     return score(samples)
 
 
-@pytest.mark.parametrize("kind", ["base", "upsampler"])
+@pytest.mark.parametrize("kind", ["clip", "base", "upsampler"])
 def test_shipped_demo_checkpoint_verifies_loads_and_records_how_it_was_made(kind, capsys):
     import training
     from pipeline.demo import describe_shipped
@@ -45,7 +45,8 @@ def test_shipped_demo_checkpoint_verifies_loads_and_records_how_it_was_made(kind
     assert loaded.config.kind == kind
     provenance = json.loads((SHIPPED / kind / "provenance.json").read_text())
     assert provenance["commands"][-1].startswith(f"glide train {kind} ")
-    assert "--config configs/train-demo.yaml" in provenance["commands"][-1]
+    config = "configs/train-clip-demo.yaml" if kind == "clip" else "configs/train-demo.yaml"
+    assert f"--config {config}" in provenance["commands"][-1]
     assert provenance["train"]["steps"] == info["step"]
     assert len(provenance["dataset"]["manifest_sha256"]) == 64 and len(provenance["git"]["commit"]) == 40
     describe_shipped({kind: SHIPPED / kind})  # what `make demo` prints about them
