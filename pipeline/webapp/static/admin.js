@@ -80,20 +80,8 @@
   }
 
   async function start() {
-    let me;
-    try {
-      me = await glide.getJson("/api/me");
-    } catch (e) {
-      $("refused-why").textContent = "Not signed in: open the admin link `glide serve --admin` printed.";
-      $("refused").hidden = false;
-      return;
-    }
-    if (!me.admin) {
-      $("refused-why").textContent = `${me.rater} is a rater, not an admin: the admin link comes from glide serve --admin.`;
-      $("refused").hidden = false;
-      return;
-    }
-    glide.setCsrf(me.csrf);
+    const me = await glide.signedInAdmin();
+    if (!me) return;
     $("who").textContent = `${me.rater} (admin)`;
     $("admin").hidden = false;
     $("new-queue").addEventListener("submit", createQueue);

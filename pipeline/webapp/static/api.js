@@ -110,8 +110,26 @@ const glide = (() => {
     return { entries, add: (entry) => save([...entries(), entry]), flush };
   }
 
+  // The admin pages' gate: the signed-in admin (its CSRF token set), or null once #refused says why not.
+  async function signedInAdmin() {
+    const refuse = (why) => {
+      document.getElementById("refused-why").textContent = why;
+      document.getElementById("refused").hidden = false;
+      return null;
+    };
+    let me;
+    try {
+      me = await getJson("/api/me");
+    } catch (e) {
+      return refuse("Not signed in: open the admin link `glide serve --admin` printed.");
+    }
+    if (!me.admin) return refuse(`${me.rater} is a rater, not an admin: the admin link comes from glide serve --admin.`);
+    csrf = me.csrf;
+    return me;
+  }
+
   return {
-    Refused, sleep, newId, call, getJson, postReliably, el, outbox,
+    Refused, sleep, newId, call, getJson, postReliably, el, outbox, signedInAdmin,
     setCsrf(token) { csrf = token; },
   };
 })();

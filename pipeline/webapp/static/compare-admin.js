@@ -44,19 +44,8 @@
   }
 
   async function start() {
-    let me;
-    try {
-      me = await glide.getJson("/api/me");
-    } catch (e) {
-      $("refused-why").textContent = "Not signed in: open the admin link `glide serve --admin` printed.";
-      $("refused").hidden = false;
-      return;
-    }
-    if (!me.admin) {
-      $("refused-why").textContent = `${me.rater} is a rater, not an admin.`;
-      $("refused").hidden = false;
-      return;
-    }
+    const me = await glide.signedInAdmin();
+    if (!me) return;
     $("who").textContent = `${me.rater} (admin)`;
     $("admin").hidden = false;
     render(await glide.getJson("/api/admin/compare"));
