@@ -25,14 +25,12 @@ from pathlib import Path
 from pipeline.caption_accuracy import score
 from pipeline.config import load_config
 from pipeline.demo_filters import DEMO_PLAN, label_fit_filter
-from pipeline.demo_steps import REPO, Step, glide, in_repo
+from pipeline.demo_steps import REPO, SHIPPED, WORLD_CONFIG, Step, glide, in_repo
 from pipeline.evaluation_demo import evaluate_guidance
 
-WORLD_CONFIG = REPO / "configs" / "sample-world.yaml"
 TRAIN_CONFIG = REPO / "configs" / "train-demo.yaml"
 CLIP_CONFIG = REPO / "configs" / "train-clip-demo.yaml"
 CLIP_WORLD_CONFIG = REPO / "configs" / "clip-world.yaml"
-SHIPPED = REPO / "checkpoints" / "demo"  # made by `make demo-checkpoints` (pipeline/demo_checkpoints.py)
 KINDS = ("base", "upsampler")
 PROVENANCE_FILE = "provenance.json"
 FINE_TUNE_STEPS = 100  # the shipped base's brief fine-tuning on the filtered shards (default demo)

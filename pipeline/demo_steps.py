@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "checkpoints" / "demo"  # made by `make demo-checkpoints` (pipeline/demo_checkpoints.py)
+WORLD_CONFIG = REPO / "configs" / "sample-world.yaml"  # the demo's sample world and ingest
 
 
 @dataclass

@@ -17,11 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.demo_steps import REPO, Step, glide, in_repo
+from pipeline.demo_steps import SHIPPED, WORLD_CONFIG, Step, glide, in_repo
 
-SHIPPED = REPO / "checkpoints" / "demo"
 SCENE_CLASSIFIER = SHIPPED / "scene-classifier"
-WORLD_CONFIG = REPO / "configs" / "sample-world.yaml"
 HELD_OUT_SEED = 7          # the demo world is seed 0, the scene classifier's worlds 101 and 202
 REFERENCE_IMAGES = 300
 SAMPLES = 64               # per setting: about a minute of sampling on 2 free cores (32 is too noisy)
