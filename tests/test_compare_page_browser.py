@@ -106,6 +106,7 @@ def test_a_rater_compares_with_clicks_and_keys_undoes_one_and_the_elo_fit_reflec
 
         admin_page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         admin_page.goto(f"{server.url}/signin?next=/compare#token={admin}")
+        admin_page.wait_for_url(f"{server.url}/compare")    # signed in: the post has landed
         admin_page.goto(f"{server.url}/compare/admin")
         admin_page.wait_for_selector("body[data-loaded='1']")
         assert "guidance-1, guidance-3" in admin_page.text_content("#runs")
