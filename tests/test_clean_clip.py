@@ -62,3 +62,16 @@ def test_clip_mode_is_a_checked_train_key_and_flag():
         override(PipelineConfig().train, {"clip_mode": "blurry"})
     args = build_parser().parse_args(["train", "clip", "--clip-mode", "clean"])
     assert args.clip_mode == "clean"
+
+
+def test_a_repeated_caption_is_a_positive_for_every_image_it_captions():
+    from training.nn.noised_clip import clip_contrastive_loss
+
+    alike = torch.tensor([[4.0, 4.0, 0.0], [4.0, 4.0, 0.0], [0.0, 0.0, 4.0]])   # images 0, 1 score both alike
+    apart = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])   # each image its own text only
+    distinct = torch.tensor([[1, 5, 2], [1, 6, 2], [1, 7, 2]])
+    repeated = torch.tensor([[1, 5, 2], [1, 5, 2], [1, 7, 2]])   # rows 0 and 1: "with a knife" twice
+    torch.testing.assert_close(clip_contrastive_loss(apart, distinct), clip_contrastive_loss(apart))
+    # distinct captions: telling the two images apart is right; one caption twice: scoring them alike is
+    assert clip_contrastive_loss(apart, distinct) < clip_contrastive_loss(alike, distinct) - 0.3
+    assert clip_contrastive_loss(alike, repeated) < clip_contrastive_loss(apart, repeated) - 0.3

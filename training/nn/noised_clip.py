@@ -44,10 +44,22 @@ def clip_tokens_and_mask(tokenizer: Any, texts: Sequence[str], text_ctx: int
     return tokens, mask
 
 
-def clip_contrastive_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over a [B, B] image-by-text logit matrix whose diagonal holds the pairs."""
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+def clip_contrastive_loss(logits: torch.Tensor, tokens: torch.Tensor | None = None,
+                          reduction: str = "mean") -> torch.Tensor:
+    """Symmetric InfoNCE over a [B, B] image-by-text logit matrix whose diagonal holds the pairs.
+
+    tokens [B, L]: rows with the same caption are each other's positives too (the target spread evenly
+    over them). Short captions repeat within a batch ("with a knife"), and as plain InfoNCE's negatives
+    they would push apart images that share the very thing the caption names. Without tokens, or with
+    every caption distinct, this is CLIP's loss."""
+    b = logits.shape[0]
+    if tokens is None:
+        targets = torch.eye(b, device=logits.device)
+    else:
+        same = (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1).to(logits.dtype)
+        targets = same / same.sum(dim=1, keepdim=True)   # symmetric: rows and columns alike
+    return 0.5 * (F.cross_entropy(logits, targets, reduction=reduction)
+                  + F.cross_entropy(logits.t(), targets.t(), reduction=reduction))
 
 
 class NoisedCLIP(nn.Module):
@@ -119,7 +131,7 @@ class NoisedCLIP(nn.Module):
         Returns (loss scalar with grad, exp(logit_scale) detached, for logging).
         """
         logits = self(x_t, t, tokens, mask)
-        return clip_contrastive_loss(logits), self.logit_scale_value().detach()
+        return clip_contrastive_loss(logits, tokens), self.logit_scale_value().detach()
 
 
 def create_noised_clip(cfg: Any) -> NoisedCLIP:
