@@ -1,46 +1,40 @@
-"""`make demo`: the main job end to end on the embedded defaults, every stage the real `glide` command.
+"""`make demo FROM_SCRATCH=1`: the demo pipeline with every model trained here instead of shipped.
 
-    1-2  sample world, served on 127.0.0.1 -> `glide ingest` -> Arrow shards
-    3    the clean CLIP: the shipped checkpoints/demo/clip (or, --from-scratch, `glide train clip
-         --clip-mode clean` into OUT/runs/clip on the crawl of its own world, configs/clip-world.yaml)
-    4    `glide embed` -> the CLIP features
-    5-7  labels from the world's ground truth, active learning, `glide fit-filters`, `glide filter`
-         (pipeline.demo_filters) -> OUT/filters, OUT/dataset-filtered
-    8    train on the filtered shards: the shipped base fine-tuned briefly (or, --from-scratch, base
-         and upsampler trained on them from scratch)
-    9    `glide sample` with classifier-free guidance, and the caption colour check
-    10   `glide evaluate` at guidance 1 and 3 on held-out prompts (pipeline.evaluation_demo): caption
-         accuracy by the shipped scene classifier, FID on its features, the HTML report
+`make demo` itself is `glide run configs/demo.yaml` (then `python -m pipeline.demo_summary demo-output`):
+the shipped CLIP, the shipped base briefly fine-tuned on the filtered shards, the shipped upsampler.
+From scratch, two things differ, so this module runs them around the same pipeline:
 
-Every command is printed before it runs; the end lists where everything is.
+    1  the clean CLIP is trained first, on the crawl of its own world (configs/clip-world.yaml, another
+       seed; its captions name every stand-in): `glide sample-world`-style serving, `glide ingest`,
+       `glide train clip --clip-mode clean` into OUT/runs/clip. It is not a stage of the pipeline: it
+       reads another world than the one the pipeline crawls.
+    2  `glide run OUT/pipeline.yaml`: configs/demo.yaml with embed.clip = that CLIP, and base and
+       upsampler trained from scratch on the filtered shards (configs/demo.yaml's `train` section,
+       the lengths of configs/train-demo.yaml), then sampled and evaluated by the trained pair.
+
+OUT is demo-output-from-scratch by default: a separate folder, so switching between the two demos
+never makes one's pipeline remove the other's training runs. Every command is printed before it runs;
+the end is the same summary as `make demo`'s.
+
+    python -m pipeline.demo --from-scratch [-o OUT] [--max-steps N]   # N: every model's training length
+    python -m pipeline.demo                                           # = make demo
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-import time
 from pathlib import Path
 
-from pipeline.caption_accuracy import score
-from pipeline.config import load_config
-from pipeline.demo_filters import DEMO_PLAN, label_fit_filter
-from pipeline.demo_steps import REPO, SHIPPED, WORLD_CONFIG, Step, glide, in_repo
-from pipeline.evaluation_demo import evaluate_guidance
+import yaml
 
-TRAIN_CONFIG = REPO / "configs" / "train-demo.yaml"
+from pipeline.config import load_config
+from pipeline.demo_steps import REPO, SHIPPED, WORLD_CONFIG, Step, glide, in_repo
+from pipeline.demo_summary import main as summary_main
+
+DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 CLIP_CONFIG = REPO / "configs" / "train-clip-demo.yaml"
 CLIP_WORLD_CONFIG = REPO / "configs" / "clip-world.yaml"
-KINDS = ("base", "upsampler")
-PROVENANCE_FILE = "provenance.json"
-FINE_TUNE_STEPS = 100  # the shipped base's brief fine-tuning on the filtered shards (default demo)
-FINE_TUNE_LR = 2e-4
-DEMO_PROMPTS = [
-    "a red circle on a blue background",
-    "a yellow square on a purple background",
-    "a green triangle on a white background",
-    "a blue star on an orange background",
-]
 
 
 def crawl_world(config: str | Path, out: Path, world: str = "world", dataset: str = "dataset",
@@ -80,144 +74,57 @@ def train_clip(out: Path, run: Path, max_steps: int | None = None) -> tuple[Step
     return ingest, train, dataset
 
 
-def train_models(dataset: Path, train_config: str | Path, runs: Path, max_steps: int | None = None,
-                 first_step: int = 8, kinds: tuple[str, ...] | list[str] = KINDS) -> dict[str, Step]:
-    """`glide train base` and `glide train upsampler` on DATASET into RUNS/base and RUNS/upsampler."""
-    steps = ["--max-steps", str(max_steps)] if max_steps else []
-    done = {}
-    for n, kind in enumerate(kinds):
-        print(f"\n== {first_step}.{n + 1}. train the {kind} on {in_repo(dataset)} -> {runs / kind}", flush=True)
-        done[kind] = glide("train", kind, "--data", dataset, "--config", train_config, "-o", runs / kind, *steps)
-    return done
+def from_scratch_config(out: Path, clip: Path, max_steps: int | None = None) -> Path:
+    """OUT/pipeline.yaml: configs/demo.yaml with the CLIP at CLIP and base and upsampler trained from
+    scratch on the filtered shards (the sample and evaluate stages then use the trained pair)."""
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    config["embed"]["clip"] = str(clip)
+    run = config["run"]
+    run["out"] = in_repo(out)
+    steps = {"max_steps": max_steps} if max_steps else {}
+    run["train"] = {"base": dict(steps), "upsampler": dict(steps)}
+    run["sample"].pop("upsampler", None)
+    path = out / "pipeline.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# written by python -m pipeline.demo --from-scratch from {in_repo(DEMO_CONFIG)}\n"
+                    + yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
-def fine_tune_base(dataset: Path, run: Path, steps: int = FINE_TUNE_STEPS) -> Step:
-    """Step 8 by default: the shipped base (trained on the unfiltered crawl of an older world, see its
-    provenance.json) trained `steps` more steps on the filtered shards, at a tenth of its learning rate."""
-    print(f"\n== 8. train on the filtered shards: the shipped base, {steps} more steps on {in_repo(dataset)} -> "
-          f"{run}", flush=True)
-    print(f"   (a brief fine-tuning that fits the demo's time; `make demo FROM_SCRATCH=1` trains base and "
-          f"upsampler on the filtered shards from scratch)")
-    return glide("train", "base", "--data", dataset, "--config", TRAIN_CONFIG, "--init", SHIPPED / "base",
-                 "--max-steps", steps, "--lr", FINE_TUNE_LR, "--warmup-steps", 10, "--save-every", steps,
-                 "-o", run)
+def run_pipeline(config: Path) -> None:
+    """`glide run CONFIG` in this process, printed first; a failed stage ends the demo with its code."""
+    from pipeline.cli import main as glide_main
+
+    print(f"\n$ glide run {in_repo(config)}", flush=True)
+    code = glide_main(["run", in_repo(config)])
+    if code:
+        raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--out", default=str(REPO / "demo-output"), help="where everything is written")
-    parser.add_argument("--config", default=str(WORLD_CONFIG), help="pipeline config of the world and ingest")
     parser.add_argument("--from-scratch", action="store_true",
                         help=f"train the CLIP, base and upsampler instead of using {SHIPPED.relative_to(REPO)}/")
-    parser.add_argument("--train-config", default=str(TRAIN_CONFIG), help="pipeline config of the training")
+    parser.add_argument("-o", "--out", default=None,
+                        help="where everything is written, with --from-scratch (default demo-output-from-scratch)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="override the training length of every model trained (with --from-scratch)")
-    parser.add_argument("--skip-sample", action="store_true", help="stop after the training on the filtered shards")
     args = parser.parse_args(argv)
 
-    out = Path(args.out).resolve()
-    t0 = time.time()
-    steps: dict[str, Step] = {}
-    dataset, steps["ingest"] = crawl_world(args.config, out)
-    if args.from_scratch:
-        clip = out / "runs" / "clip"
-        steps["ingest clip world"], steps["train clip"], _ = train_clip(out, clip, args.max_steps)
-    else:
-        clip = SHIPPED / "clip"
-        print(f"\n== 3. the clean CLIP: the shipped {in_repo(clip)} (retrain: make demo FROM_SCRATCH=1)")
-        describe_shipped({"clip": clip})
-    embeddings = out / "dataset-emb"
-    print(f"\n== 4. CLIP features of every pair -> {embeddings}", flush=True)
-    steps["embed"] = glide("embed", dataset, "-o", embeddings, "--clip", clip)
-    filters = label_fit_filter(embeddings, out / "world", out, DEMO_PLAN, first_step=5)
-    steps.update(filters.steps)
-    if args.from_scratch:
-        trained = train_models(filters.filtered, args.train_config, out / "runs", args.max_steps)
-        steps.update({f"train {kind}": step for kind, step in trained.items()})
-        models = {kind: out / "runs" / kind for kind in KINDS}
-    else:
-        steps["train base"] = fine_tune_base(filters.filtered, out / "runs" / "base-filtered")
-        models = {"base": out / "runs" / "base-filtered", "upsampler": SHIPPED / "upsampler"}
-        print("   the upsampler is the shipped one, trained on the unfiltered crawl of an older world:")
-        describe_shipped({"upsampler": SHIPPED / "upsampler"})
-    if not args.skip_sample:
-        steps.update(sample_and_score(models, out))
-        steps.update(evaluate_guidance(models, out))
-    total = time.time() - t0
-    (out / "timings.json").write_text(json.dumps({"total_s": round(total, 1),
-                                                  "steps": {k: v.wall_s for k, v in steps.items()}}, indent=2) + "\n")
-    print_summary(out, dataset, clip, embeddings, filters, models, total, args.from_scratch)
-    return 0
-
-
-def print_summary(out: Path, dataset: Path, clip: Path, embeddings: Path, filters, models: dict, total: float,
-                  from_scratch: bool) -> None:
-    print(f"\n== demo finished in {total / 60:.1f} min (every step's seconds: {in_repo(out / 'timings.json')})")
-    print("   filters (FNR bound on the held-out labels, share of this crawl each removes):")
-    for name, f in filters.figures.items():
-        print(f"      {name:<10} FNR {f['fnr']:.2%} (95% bound {f['fnr_upper_95']:.2%} on {f['held_out_positives']} "
-              f"held-out positives), removes {f['removed_fraction']:.1%}")
-    rows = [
-        ("world and truth", f"{in_repo(out / 'world')}  (truth.parquet, index.html)"),
-        ("crawl", f"{in_repo(dataset)}  (manifest.json, shards/, rejects/)"),
-        ("CLIP", f"{in_repo(clip)}" + ("" if from_scratch else "  (shipped; make demo FROM_SCRATCH=1 trains it "
-                                                                  f"into {in_repo(out / 'runs' / 'clip')})")),
-        ("embeddings", in_repo(embeddings)),
-        ("labels", f"{in_repo(filters.labels_db)}  (glide label status --db {in_repo(filters.labels_db)})"),
-        ("filters", f"{in_repo(filters.filters)}  (fit report: {in_repo(filters.fit_report)})"),
-        ("filtered dataset", f"{in_repo(filters.filtered)}  (filter report: {in_repo(filters.filter_report)})"),
-        ("base", f"{in_repo(models['base'])}  (trained on the filtered shards)"),
-        ("upsampler", in_repo(models["upsampler"]) + ("  (trained on the filtered shards)" if from_scratch
-                                                       else "  (shipped, trained on an unfiltered crawl)")),
-        ("samples", f"{in_repo(out / 'samples' / 'grid.png')}  (16px base: {in_repo(out / 'samples-base' / 'grid.png')})"),
-        ("evaluation", f"{in_repo(out / 'evaluation' / 'index.html')}  (guidance 1 vs 3; glide report "
-                       f"{in_repo(out / 'evaluation')} rebuilds it)"),
-    ]
-    for what, where in rows:
-        print(f"   {what + ':':<18}{where}")
-    print("   apply these filters to another crawl (the same CLIP makes its features):")
-    print(f"      glide embed OTHER_DATASET -o OTHER_EMB --clip {in_repo(clip)}")
-    print(f"      glide filter OTHER_EMB --filters {in_repo(filters.filters)} -o OTHER_FILTERED")
-    print(f"   check them on a held-out world: python -m benchmarks.filter_quality --filters {in_repo(filters.filters)}")
-    if from_scratch:
-        print(f"   training curves: tensorboard --logdir {in_repo(out / 'runs')}")
-
-
-def describe_shipped(models: dict[str, Path]) -> None:
-    """Where the shipped checkpoints are and how they were made (their provenance.json)."""
-    for kind, path in models.items():
-        prov_file = path / PROVENANCE_FILE
-        if not prov_file.is_file():
-            raise SystemExit(f"demo: {prov_file} is missing; run `make demo FROM_SCRATCH=1` or "
-                             f"`make demo-checkpoints` to train the checkpoints")
-        prov = json.loads(prov_file.read_text())
-        train = prov["train"]
-        print(f"   {kind}: {path}  ({prov['weights']})")
-        print(f"      made {prov['date']} on commit {prov['git']['commit'][:12]}"
-              f"{' with uncommitted changes' if prov['git']['uncommitted_changes'] else ''}"
-              f" by `{prov['regenerate']}`:")
-        print(f"      $ {train['command']}")
-        print(f"      {train['steps']} steps in {train['wall_s'] / 60:.1f} min, {train['images_per_s']:.0f} img/s"
-              f" on {prov['host']['cpus']} CPU cores; dataset manifest sha256 {prov['dataset']['manifest_sha256'][:12]}")
-
-
-def sample_and_score(models: dict[str, Path], out: Path) -> dict[str, Step]:
-    """Step 9: four captions with classifier-free guidance, upsampled and at the base's 16px."""
-    prompts = out / "prompts.txt"
-    prompts.write_text("\n".join(DEMO_PROMPTS) + "\n")
-    samples, base_samples = out / "samples", out / "samples-base"
-    print(f"\n== 9. sample with classifier-free guidance, then upsample -> {samples}", flush=True)
-    sample_args = ["--prompts", prompts, "--per-prompt", "4", "--guidance", "3", "--steps", "100", "--seed", "0"]
-    done = {"sample": glide("sample", "--model", models["base"], "--upsampler", models["upsampler"], *sample_args,
-                            "-o", samples)}
-    # the same seed draws the same base images: the 16px samples the upsampler started from
-    done["sample base"] = glide("sample", "--model", models["base"], *sample_args, "--no-progress", "-o", base_samples)
-    print(f"\n   sample grid: {samples / 'grid.png'}  (prompts: {prompts}; 16px base: {base_samples / 'grid.png'})")
-    for name, folder in (("16px base", base_samples), ("64px upsampled", samples)):
-        s = score(folder)
-        print(f"   captioned colours ({name}): background {s['background_right']}/{s['images']}, "
-              f"shape {s['foreground_right']}/{s['images']}  (python -m pipeline.caption_accuracy {folder})")
-    return done
+    out = Path(args.out or "demo-output-from-scratch").resolve()
+    os.chdir(REPO)  # the configs name their checkpoints relative to the checkout, as `make demo` runs them
+    if not args.from_scratch:
+        if args.out or args.max_steps:
+            parser.error("-o and --max-steps go with --from-scratch (make demo's OUT is configs/demo.yaml's run.out)")
+        run_pipeline(DEMO_CONFIG)
+        return summary_main([yaml.safe_load(DEMO_CONFIG.read_text())["run"]["out"]])
+    clip = out / "runs" / "clip"
+    train_clip(out, clip, args.max_steps)
+    config = from_scratch_config(out, clip, args.max_steps)
+    print(f"\n== 4-10. the demo pipeline on the trained CLIP, base and upsampler trained from scratch: "
+          f"{in_repo(config)}", flush=True)
+    run_pipeline(config)
+    return summary_main([in_repo(out)])
 
 
 if __name__ == "__main__":

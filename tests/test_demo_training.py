@@ -35,7 +35,7 @@ def probe_colours(model: Path, tmp_path: Path) -> dict:
 @pytest.mark.parametrize("kind", ["clip", "base", "upsampler"])
 def test_shipped_demo_checkpoint_verifies_loads_and_records_how_it_was_made(kind, capsys):
     import training
-    from pipeline.demo import describe_shipped
+    from pipeline.demo_summary import describe_shipped
     from training.checkpoint import checkpoint_info
 
     info = checkpoint_info(SHIPPED / kind)

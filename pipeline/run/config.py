@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
 
 from pipeline.demo_filters import DEMO_PLAN
+from pipeline.evaluation_demo import HELD_OUT_SEED, REFERENCE_IMAGES
 
 
 class _Section(BaseModel):
@@ -47,6 +48,40 @@ class SampleStageConfig(_Section):
                                              "from) into OUT/samples-base")
 
 
+class HeldOutWorldConfig(_Section):
+    """The evaluate stage's held-out world: the `sample_world` section with another seed, for prompts the
+    model never saw and real images for the reference statistics."""
+
+    seed: int = Field(HELD_OUT_SEED, description="its seed (another than sample_world.seed)")
+    images: PositiveInt = Field(REFERENCE_IMAGES, description="its images: the reference images, and the captions "
+                                                              "the prompts are taken from")
+
+
+class EvaluateStageConfig(_Section):
+    """The `evaluate` stage: `glide evaluate` of the pipeline's base (and upsampler) at each guidance scale,
+    into OUT/evaluation (metrics.json, index.html). Its samples are cached there by what they depend on,
+    so a rerun samples only what is new (a guidance scale added, another model)."""
+
+    guidance: list[NonNegativeFloat] = Field([1.0, 3.0], min_length=1, description="classifier-free guidance scales")
+    samples_per_setting: int = Field(16, ge=2, description="samples per guidance scale")
+    batch_size: PositiveInt = Field(8, description="images per sampling call (part of every sample's cache key)")
+    steps: str = Field("100", description="base sampling steps (a number or a respacing such as fast27)")
+    upsampler_steps: str = Field("fast27", description="upsampler sampling steps")
+    seed: int = Field(0, description="first noise seed")
+    features: str = Field(description="feature network of FID and precision/recall: scene:DIR, clip:MODEL or "
+                                      "inception:FILE")
+    scene_classifier: Optional[str] = Field(None, description="scene classifier for caption accuracy "
+                                                              "(sample-world prompts)")
+    prompts: Optional[str] = Field(None, description="prompts file, one caption per line (default: the held-out "
+                                                     "world's first samples_per_setting captions)")
+    reference: Optional[str] = Field(None, description="folder of real images (default: the held-out world's)")
+    held_out: HeldOutWorldConfig = Field(default_factory=HeldOutWorldConfig)
+    upsample: bool = Field(True, description="run an upsampler after the base (false: the base alone)")
+    upsampler: Optional[str] = Field(None, description="upsampler checkpoint (default: the train-upsampler "
+                                                       "stage's run, else run.sample.upsampler)")
+    workers: Optional[PositiveInt] = Field(None, description="sampling actors (speed only; default: one per CPU)")
+
+
 class RunConfig(_Section):
     """Where `glide run` writes, which stages it runs, and the settings no stage section holds."""
 
@@ -66,6 +101,7 @@ class RunConfig(_Section):
         default_factory=dict, description="kind -> `train` keys that differ for that kind's run (e.g. {base: "
                                           "{init: checkpoints/demo/base, max_steps: 100}}); a kind listed is trained")
     sample: Optional[SampleStageConfig] = Field(None, description="the sample stage (absent: not run)")
+    evaluate: Optional[EvaluateStageConfig] = Field(None, description="the evaluate stage (absent: not run)")
 
     @field_validator("stages")
     @classmethod

@@ -64,8 +64,10 @@ def _run_step(ctx: Context, step: Step) -> float:
         if digest is None:
             raise sh.StageFailed(f"{step.name}: finished without its {kind} at {path}")
         outputs[kind]["digest"] = digest
-    fp.write_state(ctx.out, step.name, status="finished", config=step.config, inputs=inputs, outputs=outputs)
-    return round(time.perf_counter() - t0, 1)
+    seconds = round(time.perf_counter() - t0, 1)
+    fp.write_state(ctx.out, step.name, status="finished", config=step.config, inputs=inputs, outputs=outputs,
+                   seconds=seconds)
+    return seconds
 
 
 __all__ = ["run_plan", "StageExit"]

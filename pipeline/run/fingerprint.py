@@ -72,11 +72,11 @@ def read_state(out: str, stage: str) -> Optional[dict]:
 
 
 def write_state(out: str, stage: str, *, status: str, config: dict, inputs: dict,
-                outputs: dict, output_digest: Optional[str] = None) -> dict:
+                outputs: dict, output_digest: Optional[str] = None, seconds: Optional[float] = None) -> dict:
     record = {"stage": stage, "status": status,
               "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "config": canonical(config), "inputs": canonical(inputs), "outputs": outputs,
-              "output_digest": output_digest}
+              "output_digest": output_digest, "seconds": seconds}
     sh.write_json_atomic(state_path(out, stage), record)
     return record
 

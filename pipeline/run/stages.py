@@ -13,6 +13,8 @@ Artefacts and where they go (DS: run.datasets, default OUT; OUT: run.out):
     filters      DS/filters (fit-filters) or OUT/filters (label)
     model-KIND   OUT/runs/KIND
     samples      OUT/samples (and OUT/samples-base)
+    evaluation   OUT/evaluation: `glide evaluate`'s report folder (metrics.json, index.html, cached samples)
+    held-out     OUT/evaluation-world: the evaluate stage's held-out world and prompts (when it makes them)
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import shards as sh
 from pipeline.run.fingerprint import canonical, checkpoint_digest, dataset_digest, tree_digest
 
 PAIRS, WORLD, EMBEDDINGS, FILTERS, SAMPLES = "pairs", "world", "embeddings", "filters", "samples"
+EVALUATION, HELD_OUT = "evaluation", "held-out"
 
 
 def model(kind: str) -> str:
@@ -261,6 +264,89 @@ def _run_sample(ctx: Context, reads: dict, writes: dict) -> None:
         glide("sample", "--model", reads[model("base")], *common, "--no-progress", "-o", ctx.local("samples-base"))
 
 
+# --------------------------------------------------------------------------------------------------
+# evaluate (`glide evaluate` writes REPORT/index.html itself: no separate report stage)
+# --------------------------------------------------------------------------------------------------
+def _held_out_needed(ctx: Context) -> bool:
+    e = ctx.run.evaluate
+    return e is not None and not (e.prompts and e.reference)
+
+
+def _evaluate_writes(ctx: Context) -> dict:
+    writes = {EVALUATION: ctx.local("evaluation")}
+    if _held_out_needed(ctx):
+        writes[HELD_OUT] = ctx.local("evaluation-world")
+    return writes
+
+
+def _evaluate_identity(ctx: Context) -> dict:
+    if ctx.run.evaluate is None:
+        return {"evaluate": None}
+    identity = {"evaluate": _without(ctx.run.evaluate, "workers")}
+    if _held_out_needed(ctx):  # the held-out world is the sample_world section with its own seed and size
+        identity["sample_world"] = _without(ctx.config.sample_world, "host", "port")
+    return identity
+
+
+def _evaluate_outside_upsampler(ctx: Context) -> Optional[str]:
+    """The upsampler checkpoint from outside the pipeline the evaluation uses (None: the trained one or none)."""
+    e = ctx.run.evaluate
+    if not e.upsample:
+        return None
+    return e.upsampler or (ctx.run.sample.upsampler if ctx.run.sample else None)
+
+
+def _evaluate_upsampler(ctx: Context, reads: dict) -> Optional[str]:
+    e = ctx.run.evaluate
+    if not e.upsample:
+        return None
+    return e.upsampler or reads.get(model("upsampler")) or _evaluate_outside_upsampler(ctx)
+
+
+def _features_path(spec: str) -> Optional[str]:
+    """The weights a KIND:PATH feature spec names (clip:ARCH=FILE: the file); None for a name without a file."""
+    path = spec.split(":", 1)[1] if ":" in spec else spec
+    path = path.split("=", 1)[1] if "=" in path else path
+    return path if Path(path).exists() else None
+
+
+def _evaluate_external(ctx: Context) -> dict:
+    e = ctx.run.evaluate
+    if e is None:
+        return {}
+    external = {"features": tree_digest(_features_path(e.features)) if _features_path(e.features) else e.features}
+    for key in ("scene_classifier", "prompts", "reference"):
+        if getattr(e, key):
+            external[key] = tree_digest(getattr(e, key))
+    upsampler = _evaluate_outside_upsampler(ctx)
+    if upsampler:  # digested even when a trained upsampler takes its place, as the sample stage does
+        external["upsampler"] = checkpoint_digest(upsampler)
+    return external
+
+
+def _run_evaluate(ctx: Context, reads: dict, writes: dict) -> None:
+    from pipeline.evaluation_demo import caption_accuracy_lines, held_out_world
+
+    e = ctx.run.evaluate
+    prompts, reference = e.prompts, e.reference
+    if HELD_OUT in writes:
+        world, made = held_out_world(ctx.config.sample_world, Path(writes[HELD_OUT]), seed=e.held_out.seed,
+                                     images=e.held_out.images, prompts_count=e.samples_per_setting)
+        print(f"held-out world: {e.held_out.images} images, seed {e.held_out.seed} -> {world}", flush=True)
+        prompts, reference = prompts or made, reference or world / "images"
+    upsampler = _evaluate_upsampler(ctx, reads)
+    # the report folder is kept between runs: its samples are cached under keys of everything they depend
+    # on (weights, prompts, setting, seed), so a rerun samples only what changed (evaluation.sample_cache)
+    glide("evaluate", "--model", reads[model("base")], *(["--upsampler", upsampler] if upsampler else []),
+          "--prompts", prompts, "--reference", reference, "--guidance", ",".join(f"{g:g}" for g in e.guidance),
+          "--features", e.features, *(["--scene-classifier", e.scene_classifier] if e.scene_classifier else []),
+          "--samples-per-setting", e.samples_per_setting, "--batch-size", e.batch_size, "--steps", e.steps,
+          "--upsampler-steps", e.upsampler_steps, "--seed", e.seed, *(["--workers", e.workers] if e.workers else []),
+          "-o", writes[EVALUATION])
+    for line in caption_accuracy_lines(Path(writes[EVALUATION])):
+        print(f"  {line}", flush=True)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage of the pipeline. `reads`: artefact kinds from earlier stages (`optional_reads`: used
@@ -304,6 +390,9 @@ STAGES: list[Stage] = [
           lambda ctx: {"upsampler": checkpoint_digest(ctx.run.sample.upsampler)}
           if ctx.run.sample and ctx.run.sample.upsampler else {},
           optional_reads=(model("upsampler"),), fresh_on_change=True),
+    # not fresh_on_change: the report's sample cache keeps what is still valid (see _run_evaluate)
+    Stage("evaluate", lambda ctx: ctx.run.evaluate is not None, (model("base"),), _evaluate_writes,
+          _evaluate_identity, _run_evaluate, _evaluate_external, optional_reads=(model("upsampler"),)),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 

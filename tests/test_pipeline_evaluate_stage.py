@@ -1,0 +1,148 @@
+"""`glide run`'s evaluate stage and `make demo`'s end summary.
+
+A tiny served world through ingest -> embed -> fit-filters -> filter -> train-base -> sample -> evaluate
+(`glide evaluate` of the trained base at guidance 1 and 3, prompts and reference images from a held-out
+world made from the pipeline's sample_world section): the report is written, a rerun reuses every
+stage, and a guidance scale added reruns only evaluate, which samples only the new setting (the report
+folder's sample cache). Then `python -m pipeline.demo_summary` on that output folder, and the demo's
+own configs planned through `glide run --dry-run`.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import REPO
+from pipeline_run_world import served_world, write_pipeline
+
+SCENE = REPO / "checkpoints" / "demo" / "scene-classifier"
+ALL = ["ingest", "embed", "fit-filters", "filter", "train-base", "sample", "evaluate"]
+TRAIN = {"max_steps": 2, "save_every": 2, "log_every": 1, "batch_size": 2, "workers": 1, "cpus_per_worker": 1}
+SAMPLE = {"prompts": ["a red circle on a blue background"], "per_prompt": 1, "steps": "4", "base_too": False}
+EVALUATE = {"guidance": [1, 3], "samples_per_setting": 4, "batch_size": 4, "steps": "4",
+            "features": f"scene:{SCENE}", "scene_classifier": str(SCENE), "held_out": {"images": 24}}
+
+
+def plan_of(glide_cli, capsys, config) -> dict:
+    """{stage: (action, why)} from `glide run CONFIG --dry-run --json`."""
+    capsys.readouterr()
+    assert glide_cli("run", config, "--dry-run", "--json") == 0
+    stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+    return {name: (s["action"], s["why"]) for name, s in stages.items()}
+
+
+def write(config, run, evaluate):
+    return write_pipeline(config, {**run, "train": {"base": TRAIN}, "sample": SAMPLE, "evaluate": evaluate},
+                          embed={"clip": str(config.parent / "clip")},
+                          sample_world={"image_size": 32, "max_shapes": 1})
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """The pipeline run once (guidance 1 and 3); yields (root, out, run section, config file)."""
+    from pipeline.cli import main
+
+    with served_world(tmp_path_factory.mktemp("evaluate-stage")) as root:
+        out = root / "out"
+        run = {"out": str(out), "lists": [str(root / "urls.parquet")], "labels": str(root / "labels.csv")}
+        config = write(root / "pipeline.yaml", run, EVALUATE)
+        assert main(["run", str(config)]) == 0
+        yield root, out, run, config
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(1200)
+def test_the_evaluate_stage_reports_both_settings_is_reused_and_samples_only_a_new_scale(evaluated, glide_cli,
+                                                                                         capsys):
+    root, out, run, config = evaluated
+    report = out / "evaluation"
+    assert (report / "index.html").is_file()
+    metrics = json.loads((report / "metrics.json").read_text())["settings"]
+    assert sorted(metrics) == ["guidance-1", "guidance-3"]
+    for m in metrics.values():  # the shipped scene classifier read the held-out world's captions
+        assert m["caption_accuracy"]["samples"] == 4 and 0 <= m["caption_accuracy"]["all"] <= 1
+    lineage = json.loads((report / "lineage.json").read_text())
+    assert lineage["model"]["path"] == str(out / "runs" / "base")          # the base this pipeline trained
+    assert lineage["prompts"]["path"] == str(out / "evaluation-world" / "prompts.txt")
+    assert lineage["prompts"]["count"] == 4 and lineage["prompts"]["sample_world"]
+    assert lineage["sampled"] == 8
+
+    plan = plan_of(glide_cli, capsys, config)
+    assert [plan[s][0] for s in ALL] == ["reuse"] * len(ALL)
+
+    # a guidance scale added: only evaluate reruns, and it samples only the new setting's 4 images
+    write(config, run, {**EVALUATE, "guidance": [1, 2, 3]})
+    plan = plan_of(glide_cli, capsys, config)
+    assert [plan[s][0] for s in ALL] == ["reuse"] * 6 + ["run"]
+    assert plan["evaluate"][1] == "config changed: evaluate.guidance"
+    assert glide_cli("run", config) == 0
+    printed = capsys.readouterr()
+    assert "$ glide evaluate --model " in printed.out
+    assert "8 cached, 4 to sample" in printed.err
+    assert json.loads((report / "lineage.json").read_text())["sampled"] == 4
+    assert sorted(json.loads((report / "metrics.json").read_text())["settings"]) == \
+        ["guidance-1", "guidance-2", "guidance-3"]
+    plan = plan_of(glide_cli, capsys, config)
+    assert [plan[s][0] for s in ALL] == ["reuse"] * len(ALL)
+
+    # the scene classifier is an outside input: another one reruns evaluate
+    write(config, run, {**EVALUATE, "guidance": [1, 2, 3], "scene_classifier": str(root / "no-classifier")})
+    assert plan_of(glide_cli, capsys, config)["evaluate"] == ("run", "input changed: scene_classifier")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_summary_prints_the_filter_figures_and_the_evaluation_of_a_run(evaluated, capsys):
+    from pipeline.demo_summary import main
+
+    root, out, run, config = evaluated
+    capsys.readouterr()
+    assert main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    people = json.loads((out / "filters" / "people.json").read_text())["info"]
+    assert (f"people     FNR {people['fnr']:.2%} (95% bound {people['fnr_upper_95']:.2%} on "
+            f"{people['held_out_positives']} held-out positives), removes {people['removed_fraction']:.1%}") in printed
+    assert f"glide filter OTHER_EMB --filters {out / 'filters'} -o OTHER_FILTERED" in printed
+    assert f"evaluation:       {out / 'evaluation'}/index.html" in printed
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())["settings"]
+    for name, m in metrics.items():
+        assert f"evaluation {name}: caption accuracy {100 * m['caption_accuracy']['all']:.1f}%" in printed
+    assert "captioned colours (final): background " in printed and "/1, shape " in printed
+
+
+def test_the_summary_names_a_missing_folder_in_one_line(tmp_path, capsys):
+    from pipeline.demo_summary import main
+
+    assert main([str(tmp_path / "no-output")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'no-output'}: no such folder" in err[0], err
+
+    (tmp_path / "out" / "pipeline-state").mkdir(parents=True)
+    (tmp_path / "out" / "pipeline-state" / "label.json").write_text(json.dumps(
+        {"stage": "label", "status": "finished", "time": "t", "config": {}, "inputs": {}, "seconds": 1.0,
+         "outputs": {"filters": {"path": str(tmp_path / "out" / "filters"), "digest": "x"}}}))
+    assert main([str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'out' / 'filters'}: no such filters folder" in err[0], err
+
+
+def test_the_demo_pipelines_plan_every_stage_through_evaluate(tmp_path, glide_cli, capsys, monkeypatch):
+    from pipeline.demo import DEMO_CONFIG, from_scratch_config
+
+    monkeypatch.chdir(REPO)  # the demo configs name the shipped checkpoints relative to the checkout
+    demo = yaml.safe_load(DEMO_CONFIG.read_text())
+    demo["run"]["out"] = str(tmp_path / "demo")
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(demo))
+    plan = plan_of(glide_cli, capsys, tmp_path / "demo.yaml")
+    assert list(plan) == ["ingest", "embed", "label", "train-base", "sample", "evaluate"]
+    assert demo["run"]["evaluate"]["guidance"] == [1, 3] and demo["run"]["evaluate"]["samples_per_setting"] == 64
+
+    scratch = from_scratch_config(tmp_path / "scratch", tmp_path / "scratch" / "runs" / "clip", max_steps=5)
+    plan = plan_of(glide_cli, capsys, scratch)
+    assert list(plan) == ["ingest", "embed", "label", "train-base", "train-upsampler", "sample", "evaluate"]
+    written = yaml.safe_load(scratch.read_text())
+    assert written["run"]["train"] == {"base": {"max_steps": 5}, "upsampler": {"max_steps": 5}}
+    assert "upsampler" not in written["run"]["sample"]  # sample and evaluate use the trained upsampler
