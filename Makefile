@@ -16,8 +16,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# make demo is `glide run configs/demo.yaml` (docs/pipeline.md; a rerun reuses every finished stage), then
+# the end summary read from demo-output, the config's run.out (python -m pipeline.demo_summary).
+# FROM_SCRATCH=1 is python -m pipeline.demo --from-scratch: the clean CLIP trained first on its own world
+# (not a stage of the pipeline: another world), then the same pipeline with base and upsampler trained
+# from scratch on the filtered shards, into demo-output-from-scratch (hours on 2 cores).
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo $(if $(filter 1 yes true,$(FROM_SCRATCH)),--from-scratch)
+ifneq ($(filter 1 yes true,$(FROM_SCRATCH)),)
+	$(BIN)/python -m pipeline.demo --from-scratch
+else
+	$(BIN)/glide run configs/demo.yaml
+	$(BIN)/python -m pipeline.demo_summary demo-output
+endif
 
 # Retrains checkpoints/demo/ from scratch (about as long as `make demo FROM_SCRATCH=1`).
 demo-checkpoints: $(STAMP)
