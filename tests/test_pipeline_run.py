@@ -32,6 +32,10 @@ def actions(plan: dict) -> list[str]:
     ({"train": {"base": {"max_stepz": 3}}}, "run.train.base: unknown config key 'max_stepz'"),
     ({"train": {"base": {"max_steps": "many"}}}, "max_steps"),
     ({"stages": ["embed"]}, "embed reads pairs, which no stage before it writes"),
+    ({"evaluate": {"features": "scene:clf", "guidanse": [1]}}, "run.evaluate.guidanse"),
+    ({"evaluate": {"guidance": [1]}}, "run.evaluate.features"),
+    ({"stages": ["ingest", "evaluate"], "evaluate": {"features": "scene:clf"}},
+     "evaluate reads model-base, which no stage before it writes"),
 ])
 def test_a_bad_pipeline_config_is_one_line_naming_the_key_and_file(tmp_path, capsys, glide_cli, run, message):
     config = write_pipeline(tmp_path / "p.yaml", {"out": str(tmp_path / "out"), "lists": ["urls.parquet"],
