@@ -12,9 +12,11 @@ from conftest import run_glide
 
 
 def make_world(path, seed, count, max_shapes=1, size=64):
-    result = run_glide("sample-world", "-o", path, "--count", count, "--seed", seed, "--image-size", size,
-                       "--max-shapes", max_shapes, timeout=300)
-    assert result.returncode == 0, result.stderr
+    """In-process: the worlds are inputs here (`glide sample-world` as a real process is in test_sample_world.py)."""
+    from pipeline.cli import main
+
+    assert main([str(a) for a in ("sample-world", "-o", path, "--count", count, "--seed", seed,
+                                  "--image-size", size, "--max-shapes", max_shapes)]) == 0
     return path
 
 
