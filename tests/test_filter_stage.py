@@ -95,16 +95,17 @@ def test_filter_keeps_scored_pairs_and_rejects_the_rest_naming_the_first_filter_
     assert sh.read_manifest(str(out))["counts"] == counts
 
 
-def test_filters_fitted_on_other_embeddings_are_refused_naming_the_dataset(world, tmp_path):
+def test_filters_fitted_on_other_embeddings_are_refused_naming_the_dataset(world, tmp_path, glide_cli, capsys):
+    """In-process: refused before Ray starts (the next test checks the exit code in a real process)."""
     root, _, _, _ = world
     other, _, _ = write_embeddings_dataset(tmp_path / "emb16", 20, dim=16, shards=1, images=False)
-    run = run_glide("filter", other, "--filters", root / "filters", "-o", tmp_path / "out")
-    assert run.returncode == 2
-    assert run.stderr.strip() == (f"glide: error: {other}: embeddings have 16 values; the filters in "
-                                  f"{root / 'filters'} were fitted on 32")
+    assert glide_cli("filter", other, "--filters", root / "filters", "-o", tmp_path / "out") == 2
+    assert capsys.readouterr().err.strip() == (f"glide: error: {other}: embeddings have 16 values; the filters in "
+                                               f"{root / 'filters'} were fitted on 32")
     renamed, _, _ = write_embeddings_dataset(tmp_path / "emb-rn50", 20, shards=1, images=False, model="RN50")
-    run = run_glide("filter", renamed, "--filters", root / "filters", "-o", tmp_path / "out")
-    assert run.returncode == 2 and "embedded with 'RN50'; the filters" in run.stderr
+    assert glide_cli("filter", renamed, "--filters", root / "filters", "-o", tmp_path / "out") == 2
+    assert "embedded with 'RN50'; the filters" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_damaged_filters_folder_is_a_one_line_error_naming_the_file(world, tmp_path):
