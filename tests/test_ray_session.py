@@ -32,13 +32,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def probe(*args, env=None):
+def start_probe(*args, env=None) -> subprocess.Popen:
     full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     full.update(env or {})
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
-                            timeout=120, env=full)
-    assert result.returncode == 0, result.stderr
-    return result
+    return subprocess.Popen([sys.executable, "-c", PROBE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=full)
+
+
+def finish_probe(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def probe(*args, env=None):
+    return finish_probe(start_probe(*args, env=env))
 
 
 @pytest.mark.slow
@@ -73,8 +86,17 @@ def test_joins_an_existing_cluster_by_address_or_environment():
             time.sleep(0.5)
         import json
 
-        by_flag = json.loads(probe(address, env=LOOPBACK_CLUSTER_ENV).stdout.strip().splitlines()[-1])
-        by_env = json.loads(probe(env={"RAY_ADDRESS": address, **LOOPBACK_CLUSTER_ENV}).stdout.strip().splitlines()[-1])
+        # The two ways of joining are independent clients of the one head: start both, then read both
+        # (each spends most of its time importing Ray; one after the other doubled the test's time).
+        probes = [start_probe(address, env=LOOPBACK_CLUSTER_ENV),
+                  start_probe(env={"RAY_ADDRESS": address, **LOOPBACK_CLUSTER_ENV})]
+        try:
+            by_flag, by_env = (json.loads(finish_probe(p).stdout.strip().splitlines()[-1]) for p in probes)
+        finally:
+            for p in probes:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         # Joined the head started above (2 CPUs), not a fresh embedded Ray (which would have 1).
         assert by_flag["gcs"].endswith(f":{port}") and by_flag["cpus"] == 2.0
         assert by_env["gcs"].endswith(f":{port}") and by_env["cpus"] == 2.0
