@@ -21,8 +21,7 @@ SCENE = REPO / "checkpoints" / "demo" / "scene-classifier"
 ALL = ["ingest", "embed", "fit-filters", "filter", "train-base", "sample", "evaluate"]
 TRAIN = {"max_steps": 2, "save_every": 2, "log_every": 1, "batch_size": 2, "workers": 1, "cpus_per_worker": 1}
 SAMPLE = {"prompts": ["a red circle on a blue background"], "per_prompt": 1, "steps": "4", "base_too": False}
-EVALUATE = {"guidance": [1, 3], "samples_per_setting": 4, "batch_size": 4, "steps": "4",
-            "features": f"scene:{SCENE}", "scene_classifier": str(SCENE), "held_out": {"images": 24}}
+EVALUATE = {"guidance": [1, 3], "samples_per_setting": 4, "batch_size": 4, "steps": "4", "held_out": {"images": 24}}
 
 
 def plan_of(glide_cli, capsys, config) -> dict:
@@ -34,6 +33,8 @@ def plan_of(glide_cli, capsys, config) -> dict:
 
 
 def write(config, run, evaluate):
+    scene = config.parent / "scene-classifier"  # a copy of the shipped one: the test changes it
+    evaluate = {"features": f"scene:{scene}", "scene_classifier": str(scene), **evaluate}
     return write_pipeline(config, {**run, "train": {"base": TRAIN}, "sample": SAMPLE, "evaluate": evaluate},
                           embed={"clip": str(config.parent / "clip")},
                           sample_world={"image_size": 32, "max_shapes": 1})
@@ -42,9 +43,12 @@ def write(config, run, evaluate):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     """The pipeline run once (guidance 1 and 3); yields (root, out, run section, config file)."""
+    import shutil
+
     from pipeline.cli import main
 
     with served_world(tmp_path_factory.mktemp("evaluate-stage")) as root:
+        shutil.copytree(SCENE, root / "scene-classifier")
         out = root / "out"
         run = {"out": str(out), "lists": [str(root / "urls.parquet")], "labels": str(root / "labels.csv")}
         config = write(root / "pipeline.yaml", run, EVALUATE)
@@ -88,9 +92,9 @@ def test_the_evaluate_stage_reports_both_settings_is_reused_and_samples_only_a_n
     plan = plan_of(glide_cli, capsys, config)
     assert [plan[s][0] for s in ALL] == ["reuse"] * len(ALL)
 
-    # the scene classifier is an outside input: another one reruns evaluate
-    write(config, run, {**EVALUATE, "guidance": [1, 2, 3], "scene_classifier": str(root / "no-classifier")})
-    assert plan_of(glide_cli, capsys, config)["evaluate"] == ("run", "input changed: scene_classifier")
+    # the scene classifier (also the features' network) is an outside input: changed in place, evaluate reruns
+    (root / "scene-classifier" / "notes.txt").write_text("retrained\n")
+    assert plan_of(glide_cli, capsys, config)["evaluate"] == ("run", "input changed: features, scene_classifier")
 
 
 @pytest.mark.slow
