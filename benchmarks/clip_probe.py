@@ -1,0 +1,89 @@
+"""How well a CLIP's image features separate the filters' categories, before any labelling.
+
+    python -m benchmarks.clip_probe --clip checkpoints/demo/clip [--clip RUN/exports/step-N ...]
+                                    [--seed 1] [--count 4000] [--config configs/sample-world.yaml]
+
+Makes a sample world from --config with --seed and --count (the truth of every image known), embeds
+its images with each CLIP (the three-crop mean-pooled feature `glide embed` computes, on the images
+resized to the crawl's ingest size), and per category fits an RBF-SVM on a random half and scores the
+other half: ROC AUC, and the share of clean pairs (no category) removed at the threshold that misses
+1% of the positives. That share is what `glide fit-filters` at --target-fnr 0.01 would remove with
+unlimited labels, so it says whether a CLIP can meet the filters' bar (under 10%) at all. Ends with
+one JSON line {"benchmark": "clip_probe", "clips": {SPEC: {CATEGORY: {"auc", "clean_removed"}}}}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.demo_steps import WORLD_CONFIG
+
+TARGET_FNR = 0.01
+
+
+def world_images(config: Path, seed: int, count: int, out: Path):
+    """(truth table, PIL images at the ingest size) of a fresh sample world."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from pipeline.config import load_config
+    from pipeline.sample_world import generate_world
+
+    cfg = load_config(str(config))
+    world = cfg.sample_world.model_copy(update={"seed": seed, "count": count})
+    generate_world(world, out)
+    truth = pq.read_table(out / "truth.parquet").to_pandas()
+    size = cfg.ingest.image_size
+    images = [Image.open(out / p).convert("RGB").resize((size, size), Image.BICUBIC) for p in truth.path]
+    return truth, images
+
+
+def probe(features: np.ndarray, truth, seed: int = 0) -> dict:
+    from sklearn.metrics import roc_auc_score
+    from sklearn.svm import SVC
+
+    from filtering.labels.ground_truth import CATEGORIES
+
+    order = np.random.default_rng(seed).permutation(len(features))
+    fit, score = order[: len(order) // 2], order[len(order) // 2:]
+    clean = ~truth[list(CATEGORIES)].to_numpy().any(axis=1)[score]
+    out = {}
+    for cat in CATEGORIES:
+        y = truth[cat].to_numpy()
+        svm = SVC(C=10, gamma="scale", class_weight="balanced").fit(features[fit], y[fit])
+        s = svm.decision_function(features[score])
+        positives = np.sort(s[y[score]])
+        threshold = positives[int(TARGET_FNR * len(positives))]    # fires on all but 1% of positives
+        out[cat] = {"auc": round(float(roc_auc_score(y[score], s)), 4),
+                    "clean_removed": round(float((s[clean] >= threshold).mean()), 4)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.clip_probe", description=__doc__.splitlines()[0])
+    p.add_argument("--clip", action="append", required=True, help="CLIP spec as glide embed --clip takes it (repeatable)")
+    p.add_argument("--config", default=str(WORLD_CONFIG), help="config whose sample_world and ingest size are used")
+    p.add_argument("--seed", type=int, default=1, help="world seed (the demo's filters are fitted on seed 0)")
+    p.add_argument("--count", type=int, default=4000, help="images in the world")
+    args = p.parse_args(argv)
+
+    from filtering.clip_features import load_clip_features
+
+    with tempfile.TemporaryDirectory() as tmp:
+        truth, images = world_images(Path(args.config), args.seed, args.count, Path(tmp) / "world")
+    result = {}
+    print(f"{'CLIP':<48}" + "".join(f"{c + ' AUC / clean removed':>32}" for c in ("people", "violence", "hate")))
+    for spec in args.clip:
+        result[spec] = probe(load_clip_features(spec).encode_images(images).numpy(), truth)
+        print(f"{spec:<48}" + "".join(f"{r['auc']:>22.3f} / {100 * r['clean_removed']:5.1f}%" for r in result[spec].values()),
+              flush=True)
+    print(json.dumps({"benchmark": "clip_probe", "seed": args.seed, "count": args.count, "clips": result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
