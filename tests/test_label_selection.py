@@ -62,6 +62,26 @@ def test_random_pairs_are_distinct_reproducible_and_never_excluded(dataset):
     assert sorted(p.uid for p in everything) == sorted(set(dataset["uids"]) - exclude)
 
 
+def test_the_same_pairs_in_another_order_and_sharding_give_the_same_picks(dataset, tmp_path):
+    """A crawl made on another cluster holds the same pairs in other shards and orders: the random
+    draw, the search and the boundary picks must not change with that (equal scores ordered by uid)."""
+    reverse = np.arange(len(dataset["uids"]))[::-1]
+    vectors = dataset["vectors"].copy()
+    vectors[reverse[:6]] = vectors[reverse[0]]              # six identical vectors: tied scores
+    original, _ = write_vectors_dataset(tmp_path / "a", vectors, uids=dataset["uids"], shards=3)
+    reordered, _ = write_vectors_dataset(tmp_path / "b", vectors[reverse], uids=[dataset["uids"][i] for i in reverse],
+                                         shards=5, batch_rows=4)
+    query = unit(vectors[reverse[0]].astype(np.float64))
+
+    def picks(path):
+        return ([p.uid for p in random_pairs(path, 10, seed=3)], [p.uid for p in nearest_to_text(path, query, 4)],
+                [p.uid for p in nearest_to_boundary(path, lambda m: m.astype(np.float64) @ query - 1.0, 3)])
+
+    assert picks(original) == picks(reordered)
+    tied = [p.uid for p in nearest_to_text(original, query, 4)]
+    assert tied == sorted(tied)                            # the four of the six tied rows, by uid
+
+
 def test_random_pairs_cover_the_dataset_uniformly(dataset):
     counts = dict.fromkeys(dataset["uids"], 0)
     for seed in range(300):

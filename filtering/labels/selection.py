@@ -11,8 +11,9 @@ the filters' torch kernel (filtering.svm_filter), tests may pass any function.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterator, Optional
+from typing import Callable, Collection, Iterator, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,8 @@ class Pick:
 
 
 class BestN:
-    """The n rows with the smallest keys offered so far, one row per uid (the first offered wins ties)."""
+    """The n rows with the smallest keys offered so far, one row per uid; equal keys are ordered by
+    uid, so the result does not depend on the order rows are offered in."""
 
     def __init__(self, n: int):
         self.n = n
@@ -41,8 +43,8 @@ class BestN:
         if self.n <= 0 or len(keys) == 0:
             return
         candidates = np.arange(len(keys))
-        if len(self.keys) >= self.n:  # only rows that beat the current n-th can enter
-            candidates = candidates[keys < self.keys.max()]
+        if len(self.keys) >= self.n:  # only rows that beat or tie the current n-th can enter
+            candidates = candidates[keys <= self.keys.max()]
             if len(candidates) == 0:
                 return
         kept = set(self.uids)
@@ -58,13 +60,17 @@ class BestN:
         values = np.concatenate([self.values, values[fresh]])
         uids = self.uids + fresh_uids
         if len(keys) > self.n:
-            order = np.argpartition(keys, self.n - 1)[:self.n]
+            order = _key_then_uid(keys, uids)[:self.n]
             keys, values, uids = keys[order], values[order], [uids[i] for i in order]
         self.keys, self.values, self.uids = keys, values, uids
 
     def picks(self, with_values: bool = True) -> list[Pick]:
-        order = np.argsort(self.keys, kind="stable")
+        order = _key_then_uid(self.keys, self.uids)
         return [Pick(self.uids[i], float(self.values[i]) if with_values else None) for i in order]
+
+
+def _key_then_uid(keys: np.ndarray, uids: list[str]) -> np.ndarray:
+    return np.lexsort((np.asarray(uids, dtype=object).astype(str), keys))
 
 
 def _offer_open(best: BestN, keys: np.ndarray, values: np.ndarray, uids: pa.Array,
@@ -95,14 +101,24 @@ def _batches(dataset: str, with_embeddings: bool) -> Iterator[tuple[str, pa.Reco
             yield path, batch
 
 
+def uid_keys(seed: int, uids: Sequence[Optional[str]]) -> np.ndarray:
+    """A uniform key in [0, 1) per uid, a hash of (seed, uid): the same pair gets the same key however
+    the dataset's rows are ordered or sharded (a crawl made on another cluster draws the same sample)."""
+    def key(uid: Optional[str]) -> float:
+        digest = hashlib.blake2b(f"{seed}\0{uid}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2.0 ** 64
+    return np.fromiter((key(u) for u in uids), dtype=np.float64, count=len(uids))
+
+
 def random_pairs(dataset: str, n: int, exclude: Collection[str] = (), seed: Optional[int] = None,
                  progress: Optional[Callable[[int], None]] = None) -> list[Pick]:
-    """n pairs drawn uniformly without replacement (the n smallest of a random key per row)."""
-    rng = np.random.default_rng(seed)
+    """n pairs drawn uniformly without replacement (the n smallest of a random key per uid)."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2 ** 31))
     best, excluded = BestN(n), _exclusion(exclude)
     for _, batch in _batches(dataset, with_embeddings=False):
         uids = batch.column("uid")
-        keys = rng.random(batch.num_rows)
+        keys = uid_keys(seed, uids.to_pylist())
         _offer_open(best, keys, keys, uids, excluded)
         if progress:
             progress(batch.num_rows)
