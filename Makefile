@@ -36,13 +36,13 @@ demo-checkpoints: $(STAMP)
 
 # from_scratch: the demo's full training (5-25 minutes on 2 cores); only `make test-slow` runs it.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --durations=15 -m "not from_scratch"
+	$(BIN)/python -m pytest -q -ra --durations=15 -m "not from_scratch and not demo_scale"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not from_scratch"
+	$(BIN)/python -m pytest -q -m "not slow and not from_scratch and not demo_scale"
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --durations=15 -m "slow or from_scratch"
+	$(BIN)/python -m pytest -q -ra --durations=15 -m "slow or from_scratch or demo_scale"
 
 bench: $(STAMP)
 	for b in benchmarks/[a-z]*.py; do $(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; done
