@@ -29,12 +29,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.demo import (CLIP_WORLD_CONFIG, KINDS, PROVENANCE_FILE, SHIPPED, TRAIN_CONFIG, WORLD_CONFIG,
-                           crawl_world, train_clip, train_models)
+from pipeline.demo import CLIP_WORLD_CONFIG, crawl_world, train_clip
 from pipeline.demo_filters import DEMO_PLAN, label_fit_filter
-from pipeline.demo_steps import REPO, glide
+from pipeline.demo_steps import REPO, SHIPPED, WORLD_CONFIG, Step, glide, in_repo
+from pipeline.demo_summary import PROVENANCE_FILE
 from shards import manifest_digest
 
+TRAIN_CONFIG = REPO / "configs" / "train-demo.yaml"
+KINDS = ("base", "upsampler")
 ALL_KINDS = ("clip", *KINDS)
 WHAT = {"clip": "the demo's clean CLIP (`make demo` embeds the crawl with it)",
         "base": "the demo's base (`make demo` fine-tunes it briefly on the filtered shards, then samples it)",
@@ -92,13 +94,23 @@ def produce(work: Path, kinds: list[str], max_steps: int | None) -> dict:
         filters = label_fit_filter(work / "dataset-emb", work / "world", work, DEMO_PLAN)
         before = [*record["kinds"].get("clip", {}).get("commands", []), ingest.command, embed.command,
                   *(s.command for s in filters.steps.values())]
-        for kind, step in train_models(filters.filtered, TRAIN_CONFIG, work / "runs", max_steps, kinds=models).items():
+        for kind, step in train_models(filters.filtered, work / "runs", max_steps, models).items():
             record["kinds"][kind] = {"world_config": rel(WORLD_CONFIG), "ingest": asdict(ingest),
                                      "train": asdict(step), "dataset": dataset_ref(filters.filtered),
                                      "commands": [*before, step.command], "filters": filters.figures}
     record["total_wall_s"] = round(time.perf_counter() - t0, 1)
     (work / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def train_models(dataset: Path, runs: Path, max_steps: int | None, kinds: list[str]) -> dict[str, Step]:
+    """`glide train KIND` (configs/train-demo.yaml) on DATASET into RUNS/KIND for each of KINDS."""
+    steps = ["--max-steps", str(max_steps)] if max_steps else []
+    done = {}
+    for kind in kinds:
+        print(f"\n== train the {kind} on {in_repo(dataset)} -> {runs / kind}", flush=True)
+        done[kind] = glide("train", kind, "--data", dataset, "--config", TRAIN_CONFIG, "-o", runs / kind, *steps)
+    return done
 
 
 def dataset_ref(dataset: Path) -> dict:

@@ -53,6 +53,18 @@ def test_shipped_demo_checkpoint_verifies_loads_and_records_how_it_was_made(kind
     assert provenance["commands"][-1] in capsys.readouterr().out
 
 
+def test_the_command_that_regenerates_the_shipped_checkpoints_starts_and_checks_its_flags(tmp_path):
+    """`make demo-checkpoints` (python -m pipeline.demo_checkpoints, which every provenance.json names)
+    must at least start: a refused --kinds is exit 2 naming the choices, before any work is done."""
+    import subprocess
+    import sys
+
+    refused = subprocess.run([sys.executable, "-m", "pipeline.demo_checkpoints", "--work", str(tmp_path / "work"),
+                              "--kinds", "clip,nope"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--kinds: choose from clip, base, upsampler" in refused.stderr, refused.stderr
+    assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.slow  # 25-50 s: 22 images, 100 guided steps each
 @pytest.mark.integration
 def test_shipped_demo_base_draws_the_captioned_colours(tmp_path):
