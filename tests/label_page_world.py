@@ -2,6 +2,7 @@
 raters, `glide serve` as a real subprocess, and the OS's headless Chromium."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -76,3 +77,20 @@ def chromium_or_skip():
             pytest.fail(f"{CHROMIUM} is missing (.ci/run installs it: apt-get install chromium)")
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+
+
+@contextlib.contextmanager
+def opened_in_chromium(path, width: int = 1240, height: int = 900):
+    """A page of headless Chromium showing the local file PATH (a report), loaded; closed afterwards."""
+    executable = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(Path(path).as_uri())
+            page.wait_for_load_state("load")
+            yield page
+        finally:
+            browser.close()

@@ -176,25 +176,15 @@ def test_glide_report_on_a_folder_that_is_no_report_is_bad_input(tmp_path):
 @pytest.mark.browser
 @pytest.mark.timeout(2400)
 def test_the_report_in_headless_chromium_shows_its_tables_and_every_image(env):
-    from label_page_world import CHROMIUM_ARGS, chromium_or_skip
+    from label_page_world import opened_in_chromium
 
-    executable = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1240, "height": 900})
-            page.goto((env["report"] / "index.html").as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
-                                   "i.naturalWidth])")
-            metrics_rows = page.locator("#metrics tr").count()
-            accuracy_rows = page.locator("#caption-accuracy tr").count()
-            prompts = page.locator("#grid-prompts td").all_inner_texts()
-            injected = page.locator("#grid-prompts b, script:has-text('alert(1)')").count()
-        finally:
-            browser.close()
+    with opened_in_chromium(env["report"] / "index.html") as page:
+        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
+                               "i.naturalWidth])")
+        metrics_rows = page.locator("#metrics tr").count()
+        accuracy_rows = page.locator("#caption-accuracy tr").count()
+        prompts = page.locator("#grid-prompts td").all_inner_texts()
+        injected = page.locator("#grid-prompts b, script:has-text('alert(1)')").count()
     sources = {src for src, _, _ in images}
     assert {"grids/guidance-1.png", "grids/guidance-3.png", "plots/caption-accuracy.png",
             "plots/precision-vs-recall.png"} <= sources

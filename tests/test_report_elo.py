@@ -75,29 +75,19 @@ def rated(report, tmp_path_factory):
 
 def read_page(path):
     """(elo rows, win-rate rows, position-bias text, excluded-raters text, screenshot) of the page in Chromium."""
-    from label_page_world import CHROMIUM_ARGS, chromium_or_skip
+    from label_page_world import opened_in_chromium
 
-    executable = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1240, "height": 900})
-            page.goto(path.as_uri())
-            page.wait_for_load_state("load")
-            cells = lambda selector: [row.locator("td, th").all_inner_texts()
-                                      for row in page.locator(selector).all()]
-            found = {"elo": cells("#elo tr")[1:], "rates": cells("#win-rates tr"),
-                     "bias": page.locator("#position-bias").inner_text(),
-                     "excluded": page.locator("#excluded-raters").all_inner_texts(),
-                     "intro": page.locator("h2:has-text('Elo') + p").inner_text(),
-                     "injected": page.evaluate("window.pwned === undefined ? 0 : 1")
-                     + page.locator("#elo b, h2:has-text('Elo') + p img").count()}
-            page.locator("h2:has-text('Elo')").scroll_into_view_if_needed()
-            found["png"] = page.screenshot(full_page=False)
-        finally:
-            browser.close()
+    with opened_in_chromium(path) as page:
+        cells = lambda selector: [row.locator("td, th").all_inner_texts()
+                                  for row in page.locator(selector).all()]
+        found = {"elo": cells("#elo tr")[1:], "rates": cells("#win-rates tr"),
+                 "bias": page.locator("#position-bias").inner_text(),
+                 "excluded": page.locator("#excluded-raters").all_inner_texts(),
+                 "intro": page.locator("h2:has-text('Elo') + p").inner_text(),
+                 "injected": page.evaluate("window.pwned === undefined ? 0 : 1")
+                 + page.locator("#elo b, h2:has-text('Elo') + p img").count()}
+        page.locator("h2:has-text('Elo')").scroll_into_view_if_needed()
+        found["png"] = page.screenshot(full_page=False)
     return found
 
 
