@@ -57,6 +57,7 @@ class EvaluationRequest:
     steps: str = "100"
     upsampler_steps: str = "fast27"
     upsample_temp: float = 0.997
+    low_res_consistency: bool = True
     workers: Optional[int] = None
     device: Optional[str] = None
     command: str = ""
@@ -114,7 +115,7 @@ def check_request(req: EvaluationRequest) -> None:
 
 def _sampler(req: EvaluationRequest) -> dict:
     return {"steps": str(req.steps), "upsampler_steps": str(req.upsampler_steps), "upsample_temp": req.upsample_temp,
-            "upsample": bool(req.upsampler)}
+            "upsample": bool(req.upsampler), "low_res_consistency": req.low_res_consistency}
 
 
 def run_evaluation(req: EvaluationRequest, stream=None, ray_session=None) -> dict:

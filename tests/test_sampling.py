@@ -16,7 +16,7 @@ from training.sampling.clip_cond import clip_cond_fn
 from training.sampling.editing import inpaint, inpaint_model_kwargs, sdedit, sdedit_start_step
 from training.sampling.guidance import ClassifierFreeGuidance, TextConditioned, encode_prompts, text_model_fn
 from training.sampling.samplers import ddim_encode, sample_loop
-from training.sampling.upsample import quantize_8bit, upsample
+from training.sampling.upsample import downsample, low_res_consistency, quantize_8bit, upsample
 
 MU, S = 0.3, 0.5
 BETAS = get_named_beta_schedule("squaredcos_cap_v2", 1000)
@@ -264,6 +264,32 @@ def test_upsampling_uses_fast27_temperature_and_quantised_low_res():
     low_seen = model.kwargs_seen[0]["low_res"]
     assert torch.equal(low_seen, quantize_8bit(low))
     assert torch.allclose((low_seen + 1) * 127.5, ((low_seen + 1) * 127.5).round(), atol=1e-4)
+
+
+class ColourBlindUpsampler(GaussianDataEps):
+    """An upsampler that ignores its low_res input: it draws every pixel from N(MU, S^2), whatever the
+    base image's colours (as the demo's briefly trained upsampler turned white backgrounds lavender)."""
+    text_ctx, image_size = 8, 16
+
+    def encode_text(self, tokens, mask):
+        return {}
+
+    def forward(self, x, t, tokens=None, mask=None, *, text_emb=None, low_res=None):
+        assert low_res is not None
+        return super().forward(x, t)
+
+
+def test_low_res_consistency_keeps_the_base_images_colours_and_the_upsamplers_detail():
+    low = torch.full((6, 3, 4, 4), -0.6)
+    low[:, 0, :2] = 0.8  # a red band on top: layout as well as colour
+    run = lambda **kw: upsample(ColourBlindUpsampler(), spaced("50"), CharTokenizer(), ["x"] * 6, low,
+                                generator=torch.Generator().manual_seed(0), **kw)
+    drifted, held = run(), run(denoised_fn=low_res_consistency(quantize_8bit(low)))
+    assert (downsample(drifted, 4) - low).abs().mean() > 0.5        # its own colours (MU) instead
+    assert (downsample(held, 4) - low).abs().mean() < 0.05          # the base image's colours and band
+    # what the upsampler adds above the low-res band (its per-pixel detail) is still there
+    detail = held - torch.nn.functional.interpolate(downsample(held, 4), size=(16, 16), mode="bilinear")
+    assert detail.std() > 0.5 * S
 
 
 # ---- the real (tiny) network ---------------------------------------------------------------------

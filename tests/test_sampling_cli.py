@@ -52,7 +52,14 @@ def test_sample_prompts_file_in_batches_then_upsampled(glide_cli, checkpoints, t
     settings = json.loads((out / "settings.json").read_text())
     assert [i["prompt"] for i in settings["images"]] == ["a red cube", "a blue ball", "a green cone"]
     assert settings["sampler"] == "ddim" and settings["upsample_temp"] == 0.997
+    assert settings["low_res_consistency"] is True
     assert Image.open(out / "sample-0002.png").size == (64, 64)
+    # the same draws without holding the upsampler to the base images: recorded, and other pixels
+    assert glide_cli("sample", "--model", checkpoints["base"], "--prompts", prompts, "--steps", "ddim2",
+                     "--batch-size", "2", "--guidance", "1", "--upsampler", checkpoints["up"], "--upsampler-steps", "2",
+                     "--no-low-res-consistency", "--no-progress", "-o", tmp_path / "free") == 0
+    assert json.loads((tmp_path / "free" / "settings.json").read_text())["low_res_consistency"] is False
+    assert not np.array_equal(_pixels(out / "sample-0000.png"), _pixels(tmp_path / "free" / "sample-0000.png"))
 
 
 def test_sample_with_clip_guidance_follows_the_clip_gradient(glide_cli, checkpoints, tmp_path):

@@ -40,6 +40,8 @@ def register(subparsers, common) -> None:
     p.add_argument("--seed", type=int, default=0, help="first noise seed (default 0)")
     p.add_argument("--steps", default="100", help="base sampling steps (respacing spec, default 100)")
     p.add_argument("--upsampler-steps", default="fast27", help="upsampler respacing (default fast27)")
+    p.add_argument("--no-low-res-consistency", dest="low_res_consistency", action="store_false",
+                   help="sample the upsampler without holding it to the base image's colours")
     p.add_argument("--workers", type=int, default=None, metavar="K",
                    help="sampling actors (default: one per GPU, else per CPU, at most one per chunk)")
     p.add_argument("--device", default=None, help="torch device of the workers (default: cuda when present)")
@@ -58,7 +60,7 @@ def request_from_args(args):
         clip=args.clip, features=args.features, score_clip=args.score_clip, scene_classifier=args.scene_classifier,
         train_embeddings=args.train_embeddings, samples_per_setting=args.samples_per_setting,
         batch_size=args.batch_size, seed=args.seed, steps=args.steps, upsampler_steps=args.upsampler_steps,
-        workers=args.workers, device=args.device, output=args.output,
+        low_res_consistency=args.low_res_consistency, workers=args.workers, device=args.device, output=args.output,
         command="glide " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0] else "glide evaluate")
 
 

@@ -38,6 +38,9 @@ def _add_common(p: argparse.ArgumentParser, *, batch_help: str) -> None:
     p.add_argument("--upsampler-steps", default="fast27", metavar="N", help="upsampler respacing (default fast27)")
     p.add_argument("--upsample-temp", type=float, default=0.997, metavar="T",
                    help="scale of the upsampler's starting noise (default 0.997)")
+    p.add_argument("--no-low-res-consistency", dest="low_res_consistency", action="store_false",
+                   help="let the upsampler's colours drift from the base image's (glide-text2im's sampling; "
+                        "default: each step's prediction is held to the base image, docs/sampling.md)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the PNGs and settings.json")
@@ -105,7 +108,8 @@ def _open_session(args):
     settings = SampleSettings(steps=args.steps, sampler=args.sampler, eta=args.eta, guidance=args.guidance,
                               clip_guidance=getattr(args, "clip_guidance", None), seed=args.seed,
                               batch_size=args.batch_size, forward_batch=args.forward_batch,
-                              upsampler_steps=args.upsampler_steps, upsample_temp=args.upsample_temp)
+                              upsampler_steps=args.upsampler_steps, upsample_temp=args.upsample_temp,
+                              low_res_consistency=args.low_res_consistency)
     config = SessionConfig(base=args.model, upsampler=args.upsampler, clip=getattr(args, "clip", None),
                            device=args.device)
     return SamplingSession(config, progress=not args.no_progress), settings

@@ -44,6 +44,7 @@ class SampleStageConfig(_Section):
     seed: int = Field(0, description="random seed")
     upsampler: Optional[str] = Field(None, description="upsampler checkpoint, when the pipeline trains none "
                                                        "(default: the train-upsampler stage's run, if any)")
+    low_res_consistency: bool = Field(True, description="hold the upsampler to the base image's colours")
     base_too: bool = Field(True, description="also sample the base alone (the images the upsampler started "
                                              "from) into OUT/samples-base")
 
@@ -67,6 +68,7 @@ class EvaluateStageConfig(_Section):
     batch_size: PositiveInt = Field(8, description="images per sampling call (part of every sample's cache key)")
     steps: str = Field("100", description="base sampling steps (a number or a respacing such as fast27)")
     upsampler_steps: str = Field("fast27", description="upsampler sampling steps")
+    low_res_consistency: bool = Field(True, description="hold the upsampler to the base image's colours")
     seed: int = Field(0, description="first noise seed")
     features: str = Field(description="feature network of FID and precision/recall: scene:DIR, clip:MODEL or "
                                       "inception:FILE")

@@ -258,7 +258,9 @@ def _run_sample(ctx: Context, reads: dict, writes: dict) -> None:
     common = ["--prompts", prompts, "--per-prompt", s.per_prompt, "--guidance", s.guidance, "--steps", s.steps,
               "--seed", s.seed]
     upsampler = _sample_upsampler(ctx, reads)
-    glide("sample", "--model", reads[model("base")], *(["--upsampler", upsampler] if upsampler else []), *common,
+    consistency = [] if s.low_res_consistency else ["--no-low-res-consistency"]
+    glide("sample", "--model", reads[model("base")], *(["--upsampler", upsampler, *consistency] if upsampler else []),
+          *common,
           "-o", writes[SAMPLES])
     if s.base_too and upsampler:  # the same seed draws the same base images: what the upsampler started from
         glide("sample", "--model", reads[model("base")], *common, "--no-progress", "-o", ctx.local("samples-base"))
@@ -341,7 +343,8 @@ def _run_evaluate(ctx: Context, reads: dict, writes: dict) -> None:
           "--prompts", prompts, "--reference", reference, "--guidance", ",".join(f"{g:g}" for g in e.guidance),
           "--features", e.features, *(["--scene-classifier", e.scene_classifier] if e.scene_classifier else []),
           "--samples-per-setting", e.samples_per_setting, "--batch-size", e.batch_size, "--steps", e.steps,
-          "--upsampler-steps", e.upsampler_steps, "--seed", e.seed, *(["--workers", e.workers] if e.workers else []),
+          "--upsampler-steps", e.upsampler_steps,
+          *([] if e.low_res_consistency else ["--no-low-res-consistency"]), "--seed", e.seed, *(["--workers", e.workers] if e.workers else []),
           "-o", writes[EVALUATION])
     for line in caption_accuracy_lines(Path(writes[EVALUATION])):
         print(f"  {line}", flush=True)

@@ -37,7 +37,7 @@ from training.sampling.guidance import text_model_fn
 from training.sampling.images import load_image, load_regenerate_mask, to_uint8
 from training.sampling.samplers import METHODS
 from training.sampling.text2im import sample_text2im
-from training.sampling.upsample import DEFAULT_RESPACING, DEFAULT_TEMPERATURE, upsample
+from training.sampling.upsample import DEFAULT_RESPACING, DEFAULT_TEMPERATURE, low_res_consistency, upsample
 
 BASE_KINDS = ("base", "base-inpaint")
 PRECISIONS = ("auto", "fp32", "fp16")
@@ -74,7 +74,9 @@ class SampleSettings:
     (1 = none; default 3, or 1 under CLIP guidance); clip_guidance: CLIP guidance scale, used when
     the session has a noised CLIP (None or 0: none); batch_size: images per batch; forward_batch:
     most rows per network call (guidance.ClassifierFreeGuidance); upsample: run the session's
-    upsampler (if any) with upsampler_steps and starting-noise scale upsample_temp."""
+    upsampler (if any) with upsampler_steps and starting-noise scale upsample_temp; low_res_consistency:
+    hold the upsampler's predictions to the base image's colours (upsample.low_res_consistency;
+    False samples as glide-text2im does)."""
     steps: str = "100"
     sampler: Optional[str] = None
     eta: float = 0.0
@@ -86,6 +88,7 @@ class SampleSettings:
     upsample: bool = True
     upsampler_steps: str = DEFAULT_RESPACING
     upsample_temp: float = DEFAULT_TEMPERATURE
+    low_res_consistency: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", str(self.steps))
@@ -333,6 +336,9 @@ class SamplingSession:
             big = F.interpolate(image, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
             big_keep = F.interpolate(keep, size=(size, size), mode="nearest")
             kwargs = dict(inpaint_model_kwargs(big, big_keep), denoised_fn=pin_known_region(big, big_keep))
+        if settings.low_res_consistency:
+            consistent, pinned = low_res_consistency(low_res), kwargs.get("denoised_fn")
+            kwargs["denoised_fn"] = consistent if pinned is None else (lambda x0: pinned(consistent(x0)))
         return upsample(self.upsampler.model, diffusion, self.upsampler.tokenizer, prompts, low_res,
                         temperature=settings.upsample_temp, generator=generator, progress=bar, **kwargs)
 
@@ -346,6 +352,7 @@ class SamplingSession:
             "upsampler": str(self.upsampler.path) if upsampled else None,
             "upsampler_steps": settings.upsampler_steps if upsampled else None,
             "upsample_temp": settings.upsample_temp if upsampled else None,
+            "low_res_consistency": settings.low_res_consistency if upsampled else None,
             "device": str(self.device), "precision": self.precision,
             "seconds": round(time.time() - started, 2), "image_size": int(images.shape[-1]), **extra,
         }

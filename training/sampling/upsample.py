@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from training.diffusion.gaussian_diffusion import GaussianDiffusion
 from training.sampling.guidance import TextConditioned, encode_prompts
@@ -21,6 +22,24 @@ DEFAULT_RESPACING = "fast27"
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     """Round images in [-1, 1] to the 256 levels of a uint8 image (still in [-1, 1])."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+def downsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """x [N,3,S,S] -> [N,3,size,size]: how training makes an upsampler's low_res from its target (bicubic,
+    antialiased; training.data.batches)."""
+    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+
+
+def low_res_consistency(low_res: torch.Tensor):
+    """denoised_fn holding the upsampler to its input: each prediction of x_0 gets the difference
+    between low_res and its own downsampled self added back (upsampled bilinearly), so the sample
+    downsamples to low_res and keeps its colours and layout, while the model adds the detail above the
+    low-res band. The idea of ILVR (Choi et al. 2021) applied to x_0 instead of x_t."""
+    def denoised_fn(pred_xstart: torch.Tensor) -> torch.Tensor:
+        size = pred_xstart.shape[-1]
+        error = low_res.to(pred_xstart.dtype) - downsample(pred_xstart, low_res.shape[-1])
+        return pred_xstart + F.interpolate(error, size=(size, size), mode="bilinear", align_corners=False)
+    return denoised_fn
 
 
 def upsample(model, diffusion: GaussianDiffusion, tokenizer, prompts: Sequence[str], low_res: torch.Tensor, *,
