@@ -51,20 +51,46 @@ def image_colours(img: np.ndarray) -> tuple[str, str]:
     return nearest_name(fg), nearest_name(bg)
 
 
-def score(samples: Path) -> dict:
+def _images(samples: Path, key: str) -> list[dict]:
+    """settings.json's images that have `key` ("file"; "base_file": the base's image before upsampling)."""
     settings = json.loads((samples / "settings.json").read_text())
+    return [item for item in settings["images"] if key in item]
+
+
+def score(samples: Path, key: str = "file") -> dict:
     rows = []
-    for item in settings["images"]:
+    for item in _images(samples, key):
         want = caption_colours(item["prompt"])
         if want is None:
             continue
-        fg, bg = image_colours(np.asarray(Image.open(samples / item["file"]).convert("RGB")))
-        rows.append({"file": item["file"], "prompt": item["prompt"], "fg": fg, "bg": bg,
+        fg, bg = image_colours(np.asarray(Image.open(samples / item[key]).convert("RGB")))
+        rows.append({"file": item[key], "prompt": item["prompt"], "fg": fg, "bg": bg,
                      "fg_ok": fg == want[0], "bg_ok": bg == want[2]})
     n = len(rows)
     return {"images": n, "background_right": sum(r["bg_ok"] for r in rows),
             "foreground_right": sum(r["fg_ok"] for r in rows),
             "both_right": sum(r["bg_ok"] and r["fg_ok"] for r in rows), "rows": rows}
+
+
+def scene_accuracy(samples: Path, classifier: str | Path) -> dict:
+    """Caption accuracy of the upsampled images and of the base's images they were upsampled from (the
+    same draws), read by the scene classifier: {"images": N, "final": {attribute: share}, "base": {...}},
+    "all attributes" included. Only images with a sample-world caption and a base image count."""
+    from evaluation.scene_attributes import attributes_of_caption
+    from evaluation.scene_classifier import SceneClassifier
+
+    clf = SceneClassifier.load(classifier)
+    items = [(item, want) for item in _images(samples, "base_file")
+             if (want := attributes_of_caption(item["prompt"])) is not None]
+    out = {"images": len(items)}
+    for name, key in (("base", "base_file"), ("final", "file")):
+        images = [np.asarray(Image.open(samples / item[key]).convert("RGB")) for item, _ in items]
+        predicted = clf.predict(np.stack(images)) if images else []
+        attrs = [a for a in clf.classes if items and a in items[0][1]]
+        right = [{a: p[a] == want[a] for a in attrs} for p, (_, want) in zip(predicted, items)]
+        out[name] = {a: float(np.mean([r[a] for r in right])) if right else 0.0 for a in attrs}
+        out[name]["all attributes"] = float(np.mean([all(r.values()) for r in right])) if right else 0.0
+    return out
 
 
 def probe_prompts() -> list[str]:

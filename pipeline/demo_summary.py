@@ -69,8 +69,19 @@ def describe_shipped(models: dict[str, Path]) -> None:
               f" on {prov['host']['cpus']} CPU cores; dataset manifest sha256 {prov['dataset']['manifest_sha256'][:12]}")
 
 
+def upsampling_lines(acc: dict) -> list[str]:
+    """What the upsampler kept of the base's caption accuracy, on the same draws."""
+    if not acc["images"]:
+        return []
+    base, final = acc["base"]["all attributes"], acc["final"]["all attributes"]
+    kept = f"{final / base:.0%} of the base's" if base else "the base had none right"
+    per = ", ".join(f"{a} {acc['base'][a]:.0%} -> {acc['final'][a]:.0%}" for a in acc["base"] if a != "all attributes")
+    return [f"upsampling kept {kept} caption accuracy on the same {acc['images']} draws (scene classifier): "
+            f"all attributes {base:.0%} -> {final:.0%}; {per}"]
+
+
 def print_summary(out: Path, filters_folder: Optional[str] = None) -> None:
-    from pipeline.caption_accuracy import score
+    from pipeline.caption_accuracy import scene_accuracy, score
     from pipeline.evaluation_demo import caption_accuracy_lines
 
     records = stage_records(out)
@@ -103,19 +114,23 @@ def print_summary(out: Path, filters_folder: Optional[str] = None) -> None:
         ("base", base, filtered and f"trained on {filtered}"),
         ("upsampler", upsampler, "trained in this pipeline" if "train-upsampler" in records else "shipped"),
         ("samples", samples and f"{samples}/grid.png",
-         (out / "samples-base").is_dir() and f"base alone: {out / 'samples-base' / 'grid.png'}"),
+         samples and Path(samples, "base").is_dir() and f"before upsampling: {samples}/base/grid.png"),
         ("evaluation", evaluation and f"{evaluation}/index.html", evaluation and f"glide report {evaluation} rebuilds it"),
     ]
     for what, where, note in rows:
         if where:
             print(f"   {what + ':':<18}{where}" + (f"  ({note})" if note else ""))
 
-    if samples:
-        for name, folder in (("base alone", out / "samples-base"), ("final", Path(samples))):
-            if (folder / "settings.json").is_file():
-                s = score(folder)
+    if samples and Path(samples, "settings.json").is_file():
+        for name, key in (("before upsampling", "base_file"), ("final", "file")):
+            s = score(Path(samples), key)
+            if s["images"]:
                 print(f"   captioned colours ({name}): background {s['background_right']}/{s['images']}, shape "
-                      f"{s['foreground_right']}/{s['images']}  (python -m pipeline.caption_accuracy {folder})")
+                      f"{s['foreground_right']}/{s['images']}  (python -m pipeline.caption_accuracy {samples})")
+        classifier = (records.get("evaluate", {}).get("config", {}).get("evaluate") or {}).get("scene_classifier")
+        if classifier and Path(classifier).is_dir():
+            for line in upsampling_lines(scene_accuracy(Path(samples), classifier)):
+                print(f"   {line}")
     if evaluation and Path(evaluation, "metrics.json").is_file():
         for line in caption_accuracy_lines(Path(evaluation)):
             print(f"   evaluation {line}")

@@ -20,7 +20,7 @@ from pipeline_run_world import served_world, write_pipeline
 SCENE = REPO / "checkpoints" / "demo" / "scene-classifier"
 ALL = ["ingest", "embed", "fit-filters", "filter", "train-base", "sample", "evaluate"]
 TRAIN = {"max_steps": 2, "save_every": 2, "log_every": 1, "batch_size": 2, "workers": 1, "cpus_per_worker": 1}
-SAMPLE = {"prompts": ["a red circle on a blue background"], "per_prompt": 1, "steps": "4", "base_too": False}
+SAMPLE = {"prompts": ["a red circle on a blue background"], "per_prompt": 1, "steps": "4"}
 EVALUATE = {"guidance": [1, 3], "samples_per_setting": 4, "batch_size": 4, "steps": "4", "held_out": {"images": 24}}
 
 

@@ -136,7 +136,7 @@ def test_training_and_sampling_stages_follow_the_filtered_data_and_restart_when_
         pipeline, glide_cli, capsys):
     root, out, run, config = pipeline
     train = {"max_steps": 2, "save_every": 2, "log_every": 1, "batch_size": 2, "workers": 1, "cpus_per_worker": 1}
-    sample = {"prompts": ["a red circle on a blue background"], "per_prompt": 1, "steps": "4", "base_too": False}
+    sample = {"prompts": ["a red circle on a blue background"], "per_prompt": 1, "steps": "4"}
     write_pipeline(config, {**run, "train": {"base": train}, "sample": sample}, embed={"clip": str(root / "clip")})
     assert glide_cli("run", config) == 0
     printed = capsys.readouterr().out

@@ -115,13 +115,20 @@ def _open_session(args):
     return SamplingSession(config, progress=not args.no_progress), settings
 
 
+BASE_FOLDER = "base"   # OUT/base: the base's images before upsampling (the same draws, same seeds)
+
+
 def _write(samples, output, command: str, extra: dict) -> None:
-    """OUT/sample-NNNN.png, grid.png and settings.json (the command, every setting, each image's prompt)."""
+    """OUT/sample-NNNN.png, grid.png and settings.json (the command, every setting, each image's prompt);
+    when upsampled, also the base's images the upsampler started from, OUT/base/sample-NNNN.png."""
     from training.sampling.images import save_samples
 
     paths = save_samples(samples.images, output)
-    settings = {"command": command, **samples.settings, **extra,
-                "images": [{"file": p.name, "prompt": prompt} for p, prompt in zip(paths, samples.prompts)]}
+    images = [{"file": p.name, "prompt": prompt} for p, prompt in zip(paths, samples.prompts)]
+    if samples.base_images is not None:
+        for item, base in zip(images, save_samples(samples.base_images, Path(output) / BASE_FOLDER)):
+            item["base_file"] = f"{BASE_FOLDER}/{base.name}"
+    settings = {"command": command, **samples.settings, **extra, "images": images}
     (Path(output) / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     print(f"wrote {len(paths)} images, grid.png and settings.json to {output} "
           f"({settings['seconds']} s on {settings['device']})")

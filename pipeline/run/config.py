@@ -45,8 +45,6 @@ class SampleStageConfig(_Section):
     upsampler: Optional[str] = Field(None, description="upsampler checkpoint, when the pipeline trains none "
                                                        "(default: the train-upsampler stage's run, if any)")
     low_res_consistency: bool = Field(True, description="hold the upsampler to the base image's colours")
-    base_too: bool = Field(True, description="also sample the base alone (the images the upsampler started "
-                                             "from) into OUT/samples-base")
 
 
 class HeldOutWorldConfig(_Section):

@@ -12,7 +12,7 @@ Artefacts and where they go (DS: run.datasets, default OUT; OUT: run.out):
     embeddings   DS/dataset-emb
     filters      DS/filters (fit-filters) or OUT/filters (label)
     model-KIND   OUT/runs/KIND
-    samples      OUT/samples (and OUT/samples-base)
+    samples      OUT/samples (OUT/samples/base: the base's images the upsampler started from)
     evaluation   OUT/evaluation: `glide evaluate`'s report folder (metrics.json, index.html, cached samples)
     held-out     OUT/evaluation-world: the evaluate stage's held-out world and prompts (when it makes them)
 """
@@ -259,11 +259,9 @@ def _run_sample(ctx: Context, reads: dict, writes: dict) -> None:
               "--seed", s.seed]
     upsampler = _sample_upsampler(ctx, reads)
     consistency = [] if s.low_res_consistency else ["--no-low-res-consistency"]
+    # with an upsampler, glide sample also keeps the base's images it started from (OUT/samples/base)
     glide("sample", "--model", reads[model("base")], *(["--upsampler", upsampler, *consistency] if upsampler else []),
-          *common,
-          "-o", writes[SAMPLES])
-    if s.base_too and upsampler:  # the same seed draws the same base images: what the upsampler started from
-        glide("sample", "--model", reads[model("base")], *common, "--no-progress", "-o", ctx.local("samples-base"))
+          *common, "-o", writes[SAMPLES])
 
 
 # --------------------------------------------------------------------------------------------------
