@@ -75,3 +75,44 @@ def test_a_repeated_caption_is_a_positive_for_every_image_it_captions():
     # distinct captions: telling the two images apart is right; one caption twice: scoring them alike is
     assert clip_contrastive_loss(apart, distinct) < clip_contrastive_loss(alike, distinct) - 0.3
     assert clip_contrastive_loss(alike, repeated) < clip_contrastive_loss(apart, repeated) - 0.3
+
+
+def test_a_clause_true_of_an_image_captioned_otherwise_is_its_positive_too():
+    """"with a knife" picked as one knife image's text is also true of a knife image captioned by its
+    colours this epoch: the loss must not teach the text to tell those two apart."""
+    from training.data.caption_keys import described_keys, positives_matrix, text_keys
+    from training.nn.noised_clip import clip_contrastive_loss
+
+    captions = ["a red circle on a blue background, with a knife",
+                "a green star on a red background, With a knife",
+                "a blue square on a white background"]
+    texts = ["with a knife", "a green star on a red background", "a blue square on a white background"]
+    positives = positives_matrix(torch.from_numpy(described_keys(captions)), torch.from_numpy(text_keys(texts)))
+    assert positives.tolist() == [[True, False, False],
+                                  [True, True, False],     # the knife clause is true of image 1 as well
+                                  [False, False, True]]
+    knife_to_both = torch.tensor([[4.0, 0.0, 0.0], [4.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
+    knife_to_one = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
+    assert clip_contrastive_loss(knife_to_both, positives=positives) < \
+        clip_contrastive_loss(knife_to_one, positives=positives) - 0.3
+    # plain InfoNCE (what the same-caption rule gives here, the three texts distinct) prefers the opposite
+    assert clip_contrastive_loss(knife_to_one) < clip_contrastive_loss(knife_to_both)
+
+
+def test_the_clean_step_uses_the_batch_s_caption_keys(clip_and_batch):
+    from training.data.caption_keys import described_keys, positives_matrix, text_keys
+    from training.nn.noised_clip import clip_contrastive_loss
+    from training.trainer.objectives import step_loss_fn
+
+    model, diffusion, batch = clip_and_batch
+    captions = ["a red circle, with a knife", "a blue square, with a knife", "a green star"]
+    texts = ["with a knife", "a blue square", "a green star"]
+    keyed = {**batch, "text_keys": torch.from_numpy(text_keys(texts)),
+             "described_keys": torch.from_numpy(described_keys(captions))}
+    with torch.no_grad():
+        out = step_loss_fn("clip", clip_mode="clean")(model, diffusion, keyed, torch.Generator().manual_seed(1),
+                                                       torch.device("cpu"))
+        logits = model(batch["x0"], torch.zeros(3, dtype=torch.long), batch["tokens"], batch["mask"])
+    positives = positives_matrix(keyed["described_keys"], keyed["text_keys"])
+    torch.testing.assert_close(out["loss"], clip_contrastive_loss(logits, positives=positives))
+    assert not torch.allclose(out["loss"], clip_contrastive_loss(logits))

@@ -150,7 +150,10 @@ def test_inpaint_masks_keep_known_region_and_mix_rectangles_and_strokes(ray_loca
 def test_clip_batches_are_images_and_tokens_without_dropout(ray_local, dataset_dir, tokenizer):
     task = TrainTask(kind="clip", image_size=32, text_ctx=16, cfg_dropout=0.5)
     batch, _ = next(iter_train_batches(build_train_dataset(dataset_dir, task), 8, task, tokenizer))
-    assert set(batch) == {"x0", "tokens", "mask"} and batch["mask"].any(dim=1).all()
+    assert set(batch) == {"x0", "tokens", "mask", "text_keys", "described_keys"} and batch["mask"].any(dim=1).all()
+    # every row's own text is among the texts true of its image: the loss's diagonal is a positive
+    from training.data.caption_keys import positives_matrix
+    assert positives_matrix(batch["described_keys"], batch["text_keys"]).diagonal().all()
 
 
 def test_resume_from_a_position_reads_exactly_the_remaining_shards(ray_local, dataset_dir, tokenizer):

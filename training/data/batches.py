@@ -6,6 +6,9 @@ Per batch (B = batch_size, S = task.image_size, on the CPU; the trainer moves th
                  cfg_dropout fraction of captions is replaced by "" (all padding), decided by
                  (seed, epoch, uid) so it does not depend on worker count or order; for the CLIP a
                  caption_clauses fraction by one of its clauses (`training_caption`)
+  text_keys      kind clip: int64 [B], the key of the text each row trains with
+  described_keys kind clip: int64 [B, K], keys of the row's caption and its clauses, -1 padded:
+                 the contrastive loss's positives (training.data.caption_keys)
   low_res        upsampler kinds: float32 [B, 3, s, s], x0 downsampled (bicubic, antialiased)
   inpaint_mask   inpaint kinds: float32 [B, 1, S, S], 1 = keep, 0 = erased (glide-text2im)
   inpaint_image  inpaint kinds: x0 * inpaint_mask (the upsampler still gets the full low_res)
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.data.caption_keys import caption_clauses, described_keys, text_keys
 from training.data.masks import random_keep_mask
 from training.data.position import DataPosition, derived_seed, derived_uniform, row_rng
 from training.data.task import TrainTask
@@ -57,7 +61,7 @@ def training_caption(task: TrainTask, epoch: int, uid: str, caption: str) -> str
         return ""
     if task.caption_clauses <= 0 or derived_uniform(task.seed, "caption-clause", epoch, uid) >= task.caption_clauses:
         return caption
-    clauses = [c.strip() for c in caption.split(",") if c.strip()]
+    clauses = caption_clauses(caption)
     if len(clauses) < 2:
         return caption
     pick = int(derived_uniform(task.seed, "caption-clause-pick", epoch, uid) * len(clauses))
@@ -174,6 +178,9 @@ class TrainBatches:
         captions = [training_caption(task, r.epoch, r.uid, r.caption) for r in rows]
         tokens, mask = self.tokenizer.batch(captions, task.text_ctx)
         batch = {"x0": x0, "tokens": tokens, "mask": mask}
+        if task.kind == "clip":
+            batch["text_keys"] = torch.from_numpy(text_keys(captions))
+            batch["described_keys"] = torch.from_numpy(described_keys([r.caption for r in rows]))
         if task.is_upsampler:
             low = F.interpolate(x0, size=(task.low_res_size, task.low_res_size), mode="bicubic",
                                 align_corners=False, antialias=True)

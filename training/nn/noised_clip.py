@@ -45,21 +45,27 @@ def clip_tokens_and_mask(tokenizer: Any, texts: Sequence[str], text_ctx: int
 
 
 def clip_contrastive_loss(logits: torch.Tensor, tokens: torch.Tensor | None = None,
-                          reduction: str = "mean") -> torch.Tensor:
+                          reduction: str = "mean", positives: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE over a [B, B] image-by-text logit matrix whose diagonal holds the pairs.
 
-    tokens [B, L]: rows with the same caption are each other's positives too (the target spread evenly
-    over them). Short captions repeat within a batch ("with a knife"), and as plain InfoNCE's negatives
-    they would push apart images that share the very thing the caption names. Without tokens, or with
-    every caption distinct, this is CLIP's loss."""
+    positives [B_img, B_txt] bool (diagonal True): text j counts as a positive of image i wherever
+    True, the target spread evenly over each row's (image to text) and each column's (text to image)
+    positives; the trainer passes which texts are true of which images
+    (training.data.caption_keys). tokens [B, L] instead: rows with the same caption are each other's
+    positives. Short captions repeat within a batch ("with a knife"), and as plain InfoNCE's negatives
+    they would push apart images that share the very thing the caption names. With neither, or with
+    only the diagonal positive, this is CLIP's loss."""
     b = logits.shape[0]
-    if tokens is None:
-        targets = torch.eye(b, device=logits.device)
-    else:
+    if positives is not None:
+        same = positives.to(logits.dtype)
+    elif tokens is not None:
         same = (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1).to(logits.dtype)
-        targets = same / same.sum(dim=1, keepdim=True)   # symmetric: rows and columns alike
-    return 0.5 * (F.cross_entropy(logits, targets, reduction=reduction)
-                  + F.cross_entropy(logits.t(), targets.t(), reduction=reduction))
+    else:
+        same = torch.eye(b, device=logits.device, dtype=logits.dtype)
+    image_to_text = same / same.sum(dim=1, keepdim=True)
+    text_to_image = (same / same.sum(dim=0, keepdim=True)).t()
+    return 0.5 * (F.cross_entropy(logits, image_to_text, reduction=reduction)
+                  + F.cross_entropy(logits.t(), text_to_image, reduction=reduction))
 
 
 class NoisedCLIP(nn.Module):
@@ -125,13 +131,14 @@ class NoisedCLIP(nn.Module):
         return (x_t, t, tokens, mask), {}
 
     def contrastive_loss(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
-                         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLIP's symmetric cross-entropy on the batch's matching pairs.
+                         mask: torch.Tensor, positives: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's symmetric cross-entropy on the batch's matching pairs (`clip_contrastive_loss`).
 
         Returns (loss scalar with grad, exp(logit_scale) detached, for logging).
         """
         logits = self(x_t, t, tokens, mask)
-        return clip_contrastive_loss(logits, tokens), self.logit_scale_value().detach()
+        return clip_contrastive_loss(logits, tokens, positives=positives), self.logit_scale_value().detach()
 
 
 def create_noised_clip(cfg: Any) -> NoisedCLIP:

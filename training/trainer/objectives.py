@@ -72,6 +72,7 @@ def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator,
                    clean: bool = False) -> dict:
     """Noised-CLIP contrastive loss of one micro-batch: logits = model(x_t, t, tokens, mask) [B, B].
     clean: the clean CLIP's loss, on x0 at t = 0 (no noise drawn)."""
+    from training.data.caption_keys import positives_matrix
     from training.nn.noised_clip import clip_contrastive_loss
 
     x0 = batch["x0"].to(device, torch.float32)
@@ -84,7 +85,10 @@ def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator,
         x_t = diffusion.q_sample(x0, t, noise=noise)
     tokens = batch["tokens"].to(device)
     logits = model_fn(x_t, t, tokens, batch["mask"].to(device)).float()
-    per_example = clip_contrastive_loss(logits, tokens, reduction="none")   # for the timestep quartiles
+    positives = None
+    if "described_keys" in batch:   # which texts are true of which images (training.data.caption_keys)
+        positives = positives_matrix(batch["described_keys"], batch["text_keys"]).to(device)
+    per_example = clip_contrastive_loss(logits, tokens, reduction="none", positives=positives)  # per-t quartiles
     return {"loss": per_example.mean(), "t": t, "losses": per_example.detach()}
 
 
