@@ -159,3 +159,28 @@ def test_bad_input_exits_2_with_one_line_naming_it(world, tmp_path, capsys):
     assert "nowhere: no manifest.json" in capsys.readouterr().err
     assert main(["embed", str(world["dataset"]), "-o", str(world["dataset"]), "--clip", str(world["run"])]) == 2
     assert "must differ from the input" in capsys.readouterr().err
+
+
+def test_a_clean_clip_with_the_conv_image_tower_gives_three_crop_features(tmp_path):
+    """The demo's CLIP has the convolutional image tower (image_tower "conv"): `glide embed` loads
+    it from its checkpoint like any clean CLIP, and its three-crop features are real, unit-norm and
+    see the difference between two images."""
+    import torch
+
+    from filtering.clip_features import load_clip_features
+    from training.checkpoint import save_checkpoint
+    from training.factory import create_model
+    from training.model_config import ModelConfig, load_model_config
+
+    cfg = load_model_config("tiny-clip").to_dict()
+    cfg["extra"] = {k: v for k, v in cfg["extra"].items() if "image" not in k and k != "patch_size"}
+    cfg["extra"].update(image_tower="conv", conv_widths=[8, 16])
+    cfg = ModelConfig.from_dict(cfg, source="test config")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "conv-clip", create_model(cfg, device="cpu"), cfg, step=5,
+                           extra={"train": {"clip_mode": "clean"}})
+    features = load_clip_features(str(ckpt), "cpu")
+    assert (features.dim, features.crop_size) == (32, 32)
+    z = features.encode_images([Image.new("RGB", (96, 32), (200, 40, 40)), Image.new("RGB", (32, 48), (20, 40, 200))])
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(2))
+    assert (z[0] - z[1]).norm() > 1e-3

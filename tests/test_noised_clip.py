@@ -301,8 +301,9 @@ def test_an_empty_caption_from_the_data_tokenizer_reads_as_glides_sot_eot():
 
 
 def test_conv_patch_stem_gives_the_same_tokens_shape_and_checks_the_patch_size():
-    cfg = load_model_config("demo-clip")
-    assert cfg.extra["patch_stem"] == "conv"
+    cfg = load_model_config("tiny-clip")   # a ViT tower at 64px with 8px patches through the conv stem
+    cfg.image_size, cfg.text_ctx = 64, 24
+    cfg.extra = dict(cfg.extra, patch_size=8, patch_stem="conv", n_embd=64, n_head_state_image=16, n_head_image=4)
     torch.manual_seed(0)
     model = create_noised_clip(cfg)
     stem = model.image_encoder.blocks["input"].patch_stem
@@ -317,3 +318,52 @@ def test_conv_patch_stem_gives_the_same_tokens_shape_and_checks_the_patch_size()
     with pytest.raises(UserError, match=r"key 'extra.patch_stem'"):
         cfg.extra = dict(cfg.extra, patch_stem="resnet")
         create_noised_clip(cfg)
+
+
+CONV = dict(image_tower="conv", image_size=16, conv_widths=[8, 16], n_vocab=49408, max_text_len=10,
+            n_embd=24, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1, n_timesteps=50,
+            learn_logit_scale=True)
+
+
+def test_conv_image_tower_gives_unit_embeddings_and_learns_the_timestep_as_a_bias():
+    torch.manual_seed(0)
+    model = create_noised_clip(CONV)
+    keys = list(model.state_dict())
+    assert any(k.startswith("image_encoder.time_bias.") for k in keys)
+    assert not any(k.startswith("image_encoder.blocks.input") for k in keys)  # no ViT (glide) keys
+    x, t, tokens, mask = toy_inputs(model.clip_config, batch=4)
+    z = model.encode_image(x, t)
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(4))
+    # at init the timestep bias is zero: a clean CLIP (t = 0 always) is the CNN alone
+    torch.testing.assert_close(model.encode_image(x, torch.full_like(t, 40)), model.encode_image(x, torch.zeros_like(t)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.contrastive_loss(x, t, tokens, mask)[0].backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("image_encoder."))
+    opt.step()   # the rows of the timesteps it trained on (t) moved, the others did not
+    assert (model.encode_image(x, t) - model.encode_image(x, torch.zeros_like(t))).abs().max() > 1e-4
+
+
+def test_conv_image_tower_sees_a_small_object_wherever_it_sits():
+    """The global max pool: a few bright pixels move the embedding as much in a corner as in the
+    middle (a mean pool would dilute them alike, a class token could learn to look at the middle)."""
+    torch.manual_seed(0)
+    model = create_noised_clip(dict(CONV, image_size=32, conv_widths=[8, 16, 16]))
+    blank = torch.full((1, 3, 32, 32), -0.2)
+    t = torch.zeros(1, dtype=torch.long)
+    base = model.encode_image(blank, t)
+    moved = []
+    for y, x in ((2, 2), (14, 14), (26, 3)):
+        img = blank.clone()
+        img[:, 0, y:y + 3, x:x + 3] = 1.0
+        moved.append((model.encode_image(img, t) - base).norm().item())
+    assert min(moved) > 0.2 * max(moved) > 0
+
+
+def test_conv_image_tower_config_is_checked():
+    with pytest.raises(UserError, match=r"key 'conv_widths': 3 blocks halve the image that many times, and image_size 20"):
+        create_noised_clip(dict(CONV, image_size=20, conv_widths=[8, 8, 8]))
+    with pytest.raises(UserError, match=r"image_tower"):
+        create_noised_clip(dict(CONV, image_tower="resnet"))
+    with torch.device("meta"):
+        model = create_noised_clip(dict(CONV, image_size=64, conv_widths=[32, 64, 128, 128], n_embd=64))
+    assert model.logit_scale.device.type == "meta"

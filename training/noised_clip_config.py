@@ -32,6 +32,12 @@ class NoisedClipConfig(BaseModel):
     # (stride-2 3x3 convolutions, log2(patch_size) of them: "early convolutions", which a small image
     # tower trained from scratch on few images learns small objects with far sooner)
     patch_stem: Literal["linear", "conv"] = "linear"
+    # the image tower: "vit" (glide's: patches, timestep token, transformer blocks; the n_*_image and
+    # patch sizes) or "conv" (training.nn.clip_encoders.ConvImageEncoder: a small CNN with a global max
+    # pool, one block per conv_widths entry; the sizes a CLIP trained from scratch on the sample world
+    # learns its small stand-ins with: see docs/filtering.md)
+    image_tower: Literal["vit", "conv"] = "vit"
+    conv_widths: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 128, 128], min_length=1)
     n_vocab: PositiveInt = 65536  # embedding rows; the CLIP BPE uses the first 49408
     max_text_len: PositiveInt = 77  # text context, SOT + up to 75 tokens + EOT, zero padded
     n_embd: PositiveInt = 512  # joint embedding width
@@ -49,6 +55,9 @@ class NoisedClipConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_patches(self) -> "NoisedClipConfig":
+        if self.image_tower == "conv" and self.image_size % (1 << len(self.conv_widths)):
+            raise ValueError(f"key 'conv_widths': {len(self.conv_widths)} blocks halve the image that many "
+                             f"times, and image_size {self.image_size} is not a multiple of {1 << len(self.conv_widths)}")
         if self.image_size % self.patch_size:
             raise ValueError(f"key 'image_size': {self.image_size} is not a multiple of patch_size "
                              f"{self.patch_size}")

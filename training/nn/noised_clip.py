@@ -6,7 +6,8 @@ training.noised_clip_config: pydantic, no torch); the defaults are the released 
 CLIP. Inside `with torch.device("meta"):` it allocates nothing.
 
 State dict: `image_encoder.<glide key>`, `text_encoder.<glide key>` (see `clip_encoders`) and
-`logit_scale` (log of the softmax temperature; glide keeps it fixed at log 100).
+`logit_scale` (log of the softmax temperature; glide keeps it fixed at log 100). With `image_tower:
+"conv"` the image tower is the project's ConvImageEncoder instead (its own keys; not glide's).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.nn.clip_encoders import ImageEncoder, TextEncoder
+from training.nn.clip_encoders import ConvImageEncoder, ImageEncoder, TextEncoder
 from training.noised_clip_config import LOGIT_SCALE_MAX, NoisedClipConfig, noised_clip_config
 
 CLIP_SOT, CLIP_EOT = 49406, 49407  # its start / end of text ids
@@ -79,10 +80,14 @@ class NoisedCLIP(nn.Module):
     def __init__(self, config: NoisedClipConfig):
         super().__init__()
         self.clip_config = config  # (create_model also attaches the ModelConfig as .config)
-        self.image_encoder = ImageEncoder(
-            image_size=config.image_size, patch_size=config.patch_size, n_embd=config.n_embd,
-            n_head=config.n_head_image, n_xf_blocks=config.n_xf_blocks_image,
-            n_head_state=config.n_head_state_image, n_timestep=config.n_timesteps, patch_stem=config.patch_stem)
+        if config.image_tower == "conv":
+            self.image_encoder = ConvImageEncoder(config.image_size, config.conv_widths, config.n_embd,
+                                                  config.n_timesteps)
+        else:
+            self.image_encoder = ImageEncoder(
+                image_size=config.image_size, patch_size=config.patch_size, n_embd=config.n_embd,
+                n_head=config.n_head_image, n_xf_blocks=config.n_xf_blocks_image,
+                n_head_state=config.n_head_state_image, n_timestep=config.n_timesteps, patch_stem=config.patch_stem)
         self.text_encoder = TextEncoder(
             n_vocab=config.n_vocab, max_text_len=config.max_text_len, n_embd=config.n_embd,
             n_head=config.n_head_text, n_xf_blocks=config.n_xf_blocks_text,
