@@ -46,8 +46,8 @@ class LabelPlan:
 
 # Sized for configs/sample-world.yaml: every filter ends with >= 299 held-out positives (what a 1%
 # FNR bound needs with no misses; see docs/filtering.md) and the whole loop stays a few minutes.
-# The paper labels people at random and finds violence and hate seeds by CLIP search; the shipped demo
-# CLIP's text search finds too few knives for that alone (290 of 900 after both rounds, 145 held out),
+# The paper labels people at random and finds violence and hate seeds by CLIP search; the first demo
+# CLIP's (ViT tower) text search found too few knives for that alone (290 of 900 after both rounds, 145 held out),
 # so the same 3000 random pairs are also labelled for violence and hate (one rater pass of a pair
 # answers every filter) before the searches add their seeds.
 DEMO_PLAN = LabelPlan(
