@@ -312,8 +312,7 @@ class ConvImageEncoder(nn.Module):
                 nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(_groups(width), width), nn.ReLU(),
                 nn.MaxPool2d(2)))
             bias = nn.Embedding(n_timestep, width)
-            if bias.weight.device.type != "meta":
-                nn.init.zeros_(bias.weight)
+            nn.init.zeros_(bias.weight)  # a no-op on the meta device
             self.time_bias.append(bias)
             c_in = width
         self.ln = LayerNorm(c_in)
