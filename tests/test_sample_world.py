@@ -370,3 +370,22 @@ def test_cli_serve_until_interrupted(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("config", ["demo.yaml", "sample-world.yaml"])
+def test_the_demo_worlds_are_served_on_a_fixed_port_so_a_rerun_crawls_the_same_uids(tmp_path, config):
+    """A pair's uid hashes its URL; with port 0 every rerun of the demo got new uids, and with them
+    other random labels, held-out splits and filters."""
+    from pipeline.config import load_config
+    from shards import compute_uid
+
+    world_cfg = load_config(str(REPO / "configs" / config)).sample_world.model_copy(update={"count": 20})
+    assert world_cfg.port != 0
+    world = tmp_path / "world"
+    generate_world(world_cfg, world)
+    runs = []
+    for _ in range(2):
+        with SampleWorldServer(world, host=world_cfg.host, port=world_cfg.port, slow_seconds=0.1) as srv:
+            rows = pq.read_table(write_url_list(world, srv.base_url + "/")).to_pylist()
+        runs.append([compute_uid(r["url"], r["caption"]) for r in rows])
+    assert runs[0] == runs[1] and len(set(runs[0])) == len(runs[0])
