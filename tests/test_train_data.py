@@ -207,3 +207,37 @@ def _shard_rows(dataset_dir):
     from shards import list_shards, read_table
 
     return [r for p in list_shards(dataset_dir) for r in read_table(p, ["uid"]).to_pylist()]
+
+
+def test_the_scheduling_loop_is_paced_and_a_paced_stream_still_yields_every_row(ray_local, dataset_dir):
+    """A backpressured Ray Data loop spun a core away from the trainer (training.data.loop_throttle)."""
+    import time
+    from types import SimpleNamespace
+
+    from ray.data import DataContext
+
+    from training.data.loop_throttle import PERIOD_KEY, SchedulingLoopThrottle
+
+    paced = build_train_dataset(dataset_dir, TrainTask(kind="base", image_size=16, text_ctx=16, data_loop_period=0.05))
+    assert SchedulingLoopThrottle in paced.context.execution_callback_classes  # travels with the dataset
+    assert paced.context.get_config(PERIOD_KEY) == 0.05
+    assert sorted(r["uid"] for r in paced.take_all()) == sorted(r["uid"] for r in _shard_rows(dataset_dir))
+    unpaced = build_train_dataset(dataset_dir, TrainTask(kind="base", image_size=16, text_ctx=16))
+    assert SchedulingLoopThrottle not in unpaced.context.execution_callback_classes
+
+    def step_time(period: float, steps: int = 6) -> float:
+        ctx = DataContext()
+        ctx.set_config(PERIOD_KEY, period)
+        throttle, executor = SchedulingLoopThrottle(), SimpleNamespace(_data_context=ctx)
+        throttle.before_execution_starts(executor)
+        start = time.perf_counter()
+        for _ in range(steps):
+            throttle.on_execution_step(executor)
+        return time.perf_counter() - start
+
+    assert step_time(0.05) >= 6 * 0.05 - 0.05  # the first step may already have waited out its period
+    assert step_time(0.0) < 0.05
+    from shards import UserError
+
+    with pytest.raises(UserError, match="data_loop_period"):
+        TrainTask(kind="base", data_loop_period=-1)

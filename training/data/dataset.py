@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from shards import UserError, iter_shard_batches, list_shards
 from training.data.decode import DecodeBatch
+from training.data.loop_throttle import pace_scheduling_loop
 from training.data.position import DataPosition, normalise, remaining_plan
 from training.data.task import TrainTask
 
@@ -75,6 +76,7 @@ def build_train_dataset(data_dir: str, task: TrainTask, *, start_position: DataP
                         batch_size=task.decode_batch_size, batch_format="pyarrow")
     # Keys must reach consumers in stream order for positions to mean something (module doc).
     ds.context.execution_options.preserve_order = True
+    pace_scheduling_loop(ds, task.data_loop_period)
     return ds
 
 

@@ -47,6 +47,7 @@ class TrainTask:
     seed          seed of every random choice (crops, dropout, masks, shard order)
     shuffle_buffer rows each worker holds to shuffle across shard boundaries (0: shard order)
     decode_batch_size rows per decode call in the Ray Data map (trades overhead vs latency)
+    data_loop_period minimum seconds per step of Ray Data's scheduling loop (training.data.loop_throttle)
     """
 
     kind: ModelKind = ModelKind.BASE
@@ -59,6 +60,7 @@ class TrainTask:
     seed: int = 0
     shuffle_buffer: int = 256
     decode_batch_size: int = 64
+    data_loop_period: float = 0.0
     inpaint: InpaintMaskSettings = field(default_factory=InpaintMaskSettings)
 
     def __post_init__(self) -> None:
@@ -73,8 +75,9 @@ class TrainTask:
             raise UserError(f"train task: cfg_dropout {self.cfg_dropout} is not in [0, 1]")
         if not 0.0 <= self.caption_clauses <= 1.0:
             raise UserError(f"train task: caption_clauses {self.caption_clauses} is not in [0, 1]")
-        if self.shuffle_buffer < 0 or self.decode_batch_size < 1 or self.text_ctx < 1:
-            raise UserError("train task: shuffle_buffer >= 0, decode_batch_size >= 1 and text_ctx >= 1")
+        if self.shuffle_buffer < 0 or self.decode_batch_size < 1 or self.text_ctx < 1 or self.data_loop_period < 0:
+            raise UserError("train task: shuffle_buffer >= 0, decode_batch_size >= 1, text_ctx >= 1 and "
+                            "data_loop_period >= 0")
 
     @property
     def is_upsampler(self) -> bool:

@@ -74,6 +74,9 @@ class TrainConfig(BaseModel):
         None, gt=0, description="device peak TFLOP/s per worker for MFU (default: known GPUs, CPU estimate)")
     random_crop: bool = Field(True, description="random crops of 80-100%% of the shorter side (else centre)")
     shuffle_buffer: int = Field(256, ge=0, description="rows each worker shuffles across shard boundaries")
+    data_loop_period: float = Field(
+        0.05, ge=0, description="minimum seconds per step of Ray Data's scheduling loop: a backpressured loop "
+                                "otherwise spins on a core the trainer needs (0: Ray's own pace)")
 
     @field_validator("kind", mode="before")
     @classmethod

@@ -94,7 +94,8 @@ def train_task(cfg: TrainConfig, model_cfg):
 
     overrides = dict(cfg_dropout=cfg.cfg_dropout if cfg.kind != "clip" else 0.0, seed=cfg.seed,
                      caption_clauses=cfg.caption_clauses if cfg.kind == "clip" else 0.0,
-                     random_crop=cfg.random_crop, shuffle_buffer=cfg.shuffle_buffer)
+                     random_crop=cfg.random_crop, shuffle_buffer=cfg.shuffle_buffer,
+                     data_loop_period=cfg.data_loop_period)
     if ModelKind(cfg.kind).super_res and not (model_cfg.extra or {}).get("low_res_size"):
         overrides["low_res_size"] = model_cfg.image_size // 4  # model_info's default too
     return TrainTask.for_model(cfg.kind, model_cfg, **overrides)
