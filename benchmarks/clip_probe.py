@@ -11,10 +11,10 @@ other half: ROC AUC, and the share of clean pairs (no category) removed at the t
 unlimited labels, so it says whether a CLIP can meet the filters' bar (under 10%) at all. Ends with
 one JSON line {"benchmark": "clip_probe", "clips": {SPEC: {CATEGORY: {"auc", "clean_removed"}}}}.
 
---ceiling N also trains a small CNN for N steps straight on the truth of another world (--ceiling-count
-images, seed --seed + 1), the three categories as labels, and scores it on the same half: what the
-crawl's pixels allow when features are learned for the task, the bar a CLIP's features are measured
-against.
+--ceiling N also trains the stand-in detector (evaluation.standin_detector, without blur) for N
+steps straight on the truth of another world (--ceiling-count images, seed --seed + 1), the three
+categories as labels, and scores it on the same half: what the crawl's pixels allow when features
+are learned for the task, the bar a CLIP's features are measured against.
 """
 from __future__ import annotations
 
@@ -73,49 +73,16 @@ def probe(features: np.ndarray, truth, seed: int = 0, fitted: np.ndarray | None 
     return out
 
 
-def _ceiling_network():
-    import torch.nn as nn
-
-    def block(c_in, c_out):
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
-
-    # global max pooling: "is there a stand-in anywhere", wherever it sits and however small it is
-    return nn.Sequential(*block(3, 32), *block(32, 64), *block(64, 128), *block(128, 128),
-                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, 3))
-
-
-def _tensor(images):
-    import torch
-
-    return torch.tensor(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def supervised_ceiling(config: Path, seed: int, count: int, steps: int, tmp: Path, test_images, truth) -> dict:
-    """The probe's figures for a CNN trained on the truth of a world with `seed` (not the probe's)."""
-    import torch
-    import torch.nn.functional as F
+    """The probe's figures for the stand-in detector (evaluation.standin_detector, no blur) trained on
+    the truth of a world with `seed` (not the probe's), at the crawl's image size."""
+    from pipeline.config import load_config
+    from evaluation.standin_detector import train_standin_detector
 
-    from filtering.labels.ground_truth import CATEGORIES
-
-    train_truth, train_images = world_images(config, seed, count, tmp / "ceiling-world")
-    x, y = _tensor(train_images), torch.tensor(train_truth[list(CATEGORIES)].to_numpy().astype(np.float32))
-    torch.manual_seed(0)
-    net = _ceiling_network()
-    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
-    for step in range(steps):
-        idx = torch.randint(len(x), (64,))
-        batch = x[idx].flip(3) if step % 2 else x[idx]
-        loss = F.binary_cross_entropy_with_logits(net(batch), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        schedule.step()
-    net.eval()
-    test = _tensor(test_images)
-    with torch.no_grad():
-        scores = torch.cat([net(test[i:i + 256]) for i in range(0, len(test), 256)]).numpy()
+    world_images(config, seed, count, tmp / "ceiling-world")
+    detector = train_standin_detector(tmp / "ceiling-world", steps=steps, blur_size=0,
+                                      input_size=load_config(str(config)).ingest.image_size)
+    scores = detector.scores(test_images)
     return probe(scores, truth, fitted=scores)
 
 

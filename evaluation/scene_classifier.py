@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 import shards as sh
+from evaluation.model_files import load_network, save_network
 from evaluation.scene_attributes import ATTRIBUTES, attributes_of_scene
 
 INPUT_SIZE = 32
@@ -34,7 +35,6 @@ CHANNELS = (16, 32, 64)
 FORMAT = "glide-scene-classifier"
 VERSION = 1
 CONFIG_FILE = "scene-classifier.json"
-WEIGHTS_FILE = "model.safetensors"
 BLUR_SIZE = 16   # the demo base model's resolution
 
 
@@ -50,7 +50,7 @@ def resize_images(images, size: int = INPUT_SIZE) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
-def _blurred(images: np.ndarray, size: int) -> np.ndarray:
+def blur_through(images: np.ndarray, size: int) -> np.ndarray:
     """Down to `size` px and back up (bicubic): what an upsampled low-resolution sample looks like."""
     from PIL import Image
 
@@ -85,7 +85,7 @@ def _build_network(heads: dict[str, int], input_size: int):
     return SceneNet()
 
 
-def _to_tensor(images: np.ndarray):
+def images_to_tensor(images: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
@@ -137,7 +137,7 @@ class SceneClassifier:
         out = {name: [] for name in self.classes}
         with torch.inference_mode():
             for i in range(0, len(x), 256):
-                for name, logits in self.network(_to_tensor(x[i:i + 256])).items():
+                for name, logits in self.network(images_to_tensor(x[i:i + 256])).items():
                     out[name].append(logits.numpy())
         return {name: np.concatenate(v) if v else np.zeros((0, len(self.classes[name])), np.float32)
                 for name, v in out.items()}
@@ -156,7 +156,7 @@ class SceneClassifier:
         x = resize_images(images, self.input_size)
         self.network.eval()
         with torch.inference_mode():
-            parts = [self.network.embed(_to_tensor(x[i:i + 256])).numpy() for i in range(0, len(x), 256)]
+            parts = [self.network.embed(images_to_tensor(x[i:i + 256])).numpy() for i in range(0, len(x), 256)]
         return np.concatenate(parts) if parts else np.zeros((0, EMBED_DIM), np.float32)
 
     def accuracy(self, images, labels: dict[str, list[str]]) -> dict[str, float]:
@@ -172,39 +172,20 @@ class SceneClassifier:
     # ---- storage ------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """DIR/model.safetensors and DIR/scene-classifier.json (written last: marks a finished save)."""
-        from safetensors.torch import save as safetensors_bytes
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.network.state_dict().items()}
-        sh.write_bytes_atomic(str(out / WEIGHTS_FILE), safetensors_bytes(state))
-        sh.write_json_atomic(str(out / CONFIG_FILE), {
+        return save_network(directory, self.network, CONFIG_FILE, {
             "format": FORMAT, "version": VERSION, "input_size": self.input_size, "embed_dim": EMBED_DIM,
-            "channels": list(CHANNELS), "classes": self.classes,
-            "weights_sha256": sh.file_digest(str(out / WEIGHTS_FILE)).sha256, "info": self.info})
-        return out
+            "channels": list(CHANNELS), "classes": self.classes, "info": self.info})
 
     @staticmethod
     def load(directory: str | Path) -> "SceneClassifier":
-        from safetensors.torch import load_file
-
-        root = Path(directory)
-        try:
-            meta = json.loads((root / CONFIG_FILE).read_text())
-        except (OSError, ValueError):
-            raise sh.UserError(f"{directory}: not a scene classifier (no readable {CONFIG_FILE}); train one with "
-                               f"`glide train-scene-classifier WORLD_DIR -o DIR`") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise sh.UserError(f"{directory}: {CONFIG_FILE} is not a version {VERSION} {FORMAT}")
-        weights = root / WEIGHTS_FILE
-        if not weights.is_file() or sh.file_digest(str(weights)).sha256 != meta["weights_sha256"]:
-            raise sh.UserError(f"{weights}: missing or not the weights {CONFIG_FILE} records")
+        meta, state = load_network(directory, CONFIG_FILE, FORMAT, VERSION,
+                                   "train one with `glide train-scene-classifier WORLD_DIR -o DIR`")
         classes = meta["classes"]
         size = int(meta["input_size"])
         network = _build_network({name: len(names) for name, names in classes.items()}, size)
-        network.load_state_dict(load_file(str(weights)))
+        network.load_state_dict(state)
         network.eval()
-        return SceneClassifier(network, classes, {**meta["info"], "path": str(root.resolve()),
+        return SceneClassifier(network, classes, {**meta["info"], "path": str(Path(directory).resolve()),
                                                   "weights_sha256": meta["weights_sha256"]}, size)
 
 
@@ -226,8 +207,8 @@ def train_scene_classifier(world_dir: str | Path, *, epochs: int = 10, batch_siz
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     network = _build_network({name: len(names) for name, names in classes.items()}, input_size)
-    crisp = _to_tensor(world.images)
-    blurred = _to_tensor(_blurred(world.images, BLUR_SIZE))
+    crisp = images_to_tensor(world.images)
+    blurred = images_to_tensor(blur_through(world.images, BLUR_SIZE))
     n = len(world.images)
     steps = epochs * ((n + batch_size - 1) // batch_size)
     opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "pipeline.commands.sample_cmd",
     "pipeline.commands.run_cmd",
     "pipeline.commands.scene_classifier_cmd",
+    "pipeline.commands.standin_detector_cmd",
     "pipeline.commands.evaluate_cmd",
     "pipeline.commands.report_cmd",
     "pipeline.commands.elo_cmd",
