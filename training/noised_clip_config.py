@@ -55,9 +55,11 @@ class NoisedClipConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_patches(self) -> "NoisedClipConfig":
-        if self.image_tower == "conv" and self.image_size % (1 << len(self.conv_widths)):
-            raise ValueError(f"key 'conv_widths': {len(self.conv_widths)} blocks halve the image that many "
-                             f"times, and image_size {self.image_size} is not a multiple of {1 << len(self.conv_widths)}")
+        if self.image_tower == "conv":  # patch_size and patch_stem are the ViT tower's: unused here
+            if self.image_size % (1 << len(self.conv_widths)):
+                raise ValueError(f"key 'conv_widths': {len(self.conv_widths)} blocks halve the image that many "
+                                 f"times, and image_size {self.image_size} is not a multiple of {1 << len(self.conv_widths)}")
+            return self
         if self.image_size % self.patch_size:
             raise ValueError(f"key 'image_size': {self.image_size} is not a multiple of patch_size "
                              f"{self.patch_size}")
