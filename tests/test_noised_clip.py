@@ -364,7 +364,7 @@ def test_conv_image_tower_config_is_checked():
         create_noised_clip(dict(CONV, image_size=20, conv_widths=[8, 8, 8]))
     with pytest.raises(UserError, match=r"image_tower"):
         create_noised_clip(dict(CONV, image_tower="resnet"))
-    # the ViT's patch_size is not the conv tower's business: 24 px is no multiple of the default 4 x 4 = 16 ...
+    # patch_size is the ViT tower's: a conv CLIP at 24 px ignores a patch_size of 16 ...
     assert type(create_noised_clip(dict(CONV, image_size=24, patch_size=16)).image_encoder).__name__ == "ConvImageEncoder"
     with pytest.raises(UserError, match=r"key 'image_size': 24 is not a multiple of patch_size 16"):
         create_noised_clip(dict(CONV, image_size=24, patch_size=16, image_tower="vit"))  # ... but the ViT's
