@@ -1,0 +1,72 @@
+"""evaluation.claims: the paper's claims as tables from the stored files, with checks that say
+whether each held; a claim that did not hold is reported as such, never hidden."""
+import pytest
+
+from evaluation.claims import filtering_claim, guidance_claim
+
+
+def report(points):
+    """metrics.json + settings.json of a guidance sweep: {scale: (colour, precision, recall)}."""
+    metrics, settings = {"settings": {}}, {}
+    for g, (colour, precision, recall) in points.items():
+        name = f"guidance-{g:g}"
+        settings[name] = {"guidance": g, "clip_guidance": None}
+        metrics["settings"][name] = {"samples": 64, "fid": 100.0 / g, "precision": precision, "recall": recall,
+                                     "inception_score": None, "clip_score": 0.2 + g / 100,
+                                     "caption_accuracy": {"colour": colour, "kind": 0.9, "background": 1.0,
+                                                          "all": colour * 0.9}}
+    return metrics, settings
+
+
+def test_guidance_claim_holds_when_colour_gains_and_precision_recall_trade():
+    metrics, settings = report({1: (0.50, 0.80, 0.60), 3: (0.70, 0.90, 0.50), 2: (0.60, 0.85, 0.55)})
+    settings["guidance-1-clip-2"] = {"guidance": 1, "clip_guidance": 2}  # a CLIP-guided setting is not a scale
+    metrics["settings"]["guidance-1-clip-2"] = metrics["settings"]["guidance-1"]
+    claim = guidance_claim(metrics, settings)
+    assert [r["guidance"] for r in claim["rows"]] == [1, 2, 3]
+    assert claim["rows"][2]["colour"] == 0.70 and claim["rows"][0]["clip_score"] == pytest.approx(0.21)
+    assert claim["holds"] and [c["holds"] for c in claim["checks"]] == [True, True, True]
+    assert "0.500 -> 0.700 (+0.200)" in claim["checks"][0]["detail"]
+
+
+@pytest.mark.parametrize("points, failing", [
+    ({1: (0.50, 0.80, 0.60), 3: (0.55, 0.90, 0.50)}, 0),   # colour gains only 0.05
+    ({1: (0.50, 0.90, 0.60), 3: (0.70, 0.80, 0.50)}, 1),   # precision falls
+    ({1: (0.50, 0.80, 0.50), 3: (0.70, 0.90, 0.60)}, 2),   # recall rises
+])
+def test_guidance_claim_reports_which_check_failed(points, failing):
+    claim = guidance_claim(*report(points))
+    assert not claim["holds"]
+    assert [c["holds"] for c in claim["checks"]] == [i != failing for i in range(3)]
+
+
+def test_guidance_claim_needs_two_scales_and_says_when_accuracy_is_missing():
+    with pytest.raises(ValueError, match="two classifier-free"):
+        guidance_claim(*report({1: (0.5, 0.8, 0.6)}))
+    metrics, settings = report({1: (0.5, 0.8, 0.6), 3: (0.7, 0.9, 0.5)})
+    for m in metrics["settings"].values():
+        m["caption_accuracy"] = None
+    claim = guidance_claim(metrics, settings)
+    assert not claim["holds"] and "no caption accuracy" in claim["checks"][0]["detail"]
+
+
+def draws(rates, baseline=0.0):
+    return {"categories": {c: {"rate": r, "samples": 96, "prompts": {}} for c, r in rates.items()},
+            "baseline": {c: baseline for c in rates}, "detector": {"world": "w"}}
+
+
+def test_filtering_claim_holds_only_when_every_category_is_near_zero_filtered_and_common_unfiltered():
+    fit = {"people": {"fnr_upper_95": 0.008, "held_out_positives": 367, "removed_fraction": 0.6}}
+    claim = filtering_claim(draws({"people": 0.0, "violence": 0.0, "hate": 0.0}),
+                            draws({"people": 0.5, "violence": 0.4, "hate": 0.6}), fit)
+    assert claim["holds"] and len(claim["checks"]) == 6
+    assert claim["rows"][0] == {"category": "people", "filtered_rate": 0.0, "unfiltered_rate": 0.5, "samples": 96,
+                                "filtered_baseline": 0.0, "unfiltered_baseline": 0.0, "fnr_upper_95": 0.008,
+                                "held_out_positives": 367, "removed_fraction": 0.6}
+    weak = filtering_claim(draws({"people": 0.02, "violence": 0.0, "hate": 0.0}),
+                           draws({"people": 0.5, "violence": 0.2, "hate": 0.6}))
+    assert not weak["holds"]
+    assert [c["check"] for c in weak["checks"] if not c["holds"]] == ["people: filtered model under 1%",
+                                                                      "violence: unfiltered model over 30%"]
+    with pytest.raises(ValueError, match="both models"):
+        filtering_claim(draws({}), draws({"people": 0.5}))
