@@ -33,6 +33,7 @@ from pipeline.demo import CLIP_WORLD_CONFIG, crawl_world, train_clip
 from pipeline.demo_filters import DEMO_PLAN, label_fit_filter
 from pipeline.demo_steps import REPO, SHIPPED, WORLD_CONFIG, Step, glide, in_repo
 from pipeline.demo_summary import PROVENANCE_FILE
+from pipeline.provenance import git_state
 from shards import manifest_digest
 
 TRAIN_CONFIG = REPO / "configs" / "train-demo.yaml"
@@ -161,14 +162,6 @@ def throughput(run: Path) -> dict:
     steady = rates[1:] or rates
     return {"images_per_s": round(statistics.median(steady), 1),
             "images_per_s_range": [round(min(steady), 1), round(max(steady), 1)]}
-
-
-def git_state() -> dict:
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=True).stdout
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted_changes": bool(changed), "changed_files": changed}
 
 
 def host() -> dict:

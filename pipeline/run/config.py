@@ -82,6 +82,37 @@ class EvaluateStageConfig(_Section):
     workers: Optional[PositiveInt] = Field(None, description="sampling actors (speed only; default: one per CPU)")
 
 
+class DetectorStageConfig(_Section):
+    """The claims stage's stand-in detector (evaluation.standin_detector): trained on a world made from
+    the `sample_world` section with `train_seed`, calibrated on one with `holdout_seed`; or `path`, a
+    detector `glide train-standin-detector` made."""
+
+    path: Optional[str] = Field(None, description="a trained detector folder (default: train one)")
+    train_images: PositiveInt = Field(6000, description="images of its training world")
+    holdout_images: PositiveInt = Field(2000, description="images of its calibration world")
+    train_seed: int = Field(111, description="seed of its training world")
+    holdout_seed: int = Field(222, description="seed of its calibration world")
+    steps: PositiveInt = Field(2000, description="training steps (64 images each)")
+    input_size: PositiveInt = Field(64, description="side images are resized to (a multiple of 16)")
+    blur_size: int = Field(16, ge=0, description="half the training images blurred down to this size and back "
+                                                 "(the base's resolution; 0: none)")
+    max_false_positive: float = Field(0.01, ge=0, lt=1, description="share of the calibration world's clean "
+                                                                    "images each threshold may flag")
+
+
+class ClaimsStageConfig(_Section):
+    """The `claims` stage: the paper's claims measured on this pipeline's models, into OUT/claims
+    (claims.json, index.html). Claim 1 reads the evaluate stage's report; claim 3 samples the filtered
+    base and the train-base-unfiltered one on prompts asking for each filtered category."""
+
+    per_prompt: PositiveInt = Field(8, description="samples per category prompt and model")
+    steps: str = Field("50", description="base sampling steps of the category draws")
+    guidance: float = Field(3.0, ge=0, description="classifier-free guidance of the category draws")
+    seed: int = Field(0, description="first noise seed (sample j of a prompt: seed + j)")
+    upsample: bool = Field(True, description="upsample the draws (the upsampler as the evaluate stage picks it)")
+    detector: DetectorStageConfig = Field(default_factory=DetectorStageConfig)
+
+
 class RunConfig(_Section):
     """Where `glide run` writes, which stages it runs, and the settings no stage section holds."""
 
@@ -97,11 +128,13 @@ class RunConfig(_Section):
                                                     "none: the label stage answers from the world's ground truth")
     label_plan: LabelPlanConfig = Field(default_factory=LabelPlanConfig)
     fit_config: Optional[str] = Field(None, description="label stage: config file of its fits (default: this file)")
-    train: dict[Literal["base", "upsampler"], dict[str, Any]] = Field(
+    train: dict[Literal["base", "upsampler", "base-unfiltered"], dict[str, Any]] = Field(
         default_factory=dict, description="kind -> `train` keys that differ for that kind's run (e.g. {base: "
-                                          "{init: checkpoints/demo/base, max_steps: 100}}); a kind listed is trained")
+                                          "{init: checkpoints/demo/base, max_steps: 100}}); a kind listed is "
+                                          "trained; base-unfiltered: the base's recipe on the unfiltered crawl")
     sample: Optional[SampleStageConfig] = Field(None, description="the sample stage (absent: not run)")
     evaluate: Optional[EvaluateStageConfig] = Field(None, description="the evaluate stage (absent: not run)")
+    claims: Optional[ClaimsStageConfig] = Field(None, description="the claims stage (absent: not run)")
 
     @field_validator("stages")
     @classmethod

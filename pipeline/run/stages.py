@@ -8,6 +8,7 @@ outside the pipeline (`external`), and how it runs.
 
 Artefacts and where they go (DS: run.datasets, default OUT; OUT: run.out):
     pairs        DS/dataset (ingest), then DS/dataset-filtered (filter) or OUT/dataset-filtered (label)
+    crawl        DS/dataset (ingest): the unfiltered pairs, which train-base-unfiltered reads
     world        OUT/world: the sample world and its ground truth (ingest without run.lists)
     embeddings   DS/dataset-emb
     filters      DS/filters (fit-filters) or OUT/filters (label)
@@ -15,6 +16,7 @@ Artefacts and where they go (DS: run.datasets, default OUT; OUT: run.out):
     samples      OUT/samples (OUT/samples/base: the base's images the upsampler started from)
     evaluation   OUT/evaluation: `glide evaluate`'s report folder (metrics.json, index.html, cached samples)
     held-out     OUT/evaluation-world: the evaluate stage's held-out world and prompts (when it makes them)
+    claims       OUT/claims: the paper's claims measured (claims.json, index.html; pipeline.run.claims_stage)
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import shards as sh
 from pipeline.run.fingerprint import canonical, checkpoint_digest, dataset_digest, tree_digest
 
 PAIRS, WORLD, EMBEDDINGS, FILTERS, SAMPLES = "pairs", "world", "embeddings", "filters", "samples"
-EVALUATION, HELD_OUT = "evaluation", "held-out"
+EVALUATION, HELD_OUT, CRAWL, CLAIMS = "evaluation", "held-out", "crawl", "claims"
 
 
 def model(kind: str) -> str:
@@ -57,7 +59,7 @@ class Context:
 
 def artefact_digest(kind: str, path: str) -> Optional[str]:
     """The identity of one artefact as it is now (None: missing or unfinished)."""
-    if kind in (PAIRS, EMBEDDINGS):
+    if kind in (PAIRS, EMBEDDINGS, CRAWL):
         return dataset_digest(path)
     if kind == WORLD:
         return tree_digest(sh.join(path, "truth.parquet"))
@@ -107,7 +109,7 @@ def _world_mode(ctx: Context) -> bool:
 
 
 def _ingest_writes(ctx: Context) -> dict:
-    writes = {PAIRS: ctx.dataset("dataset")}
+    writes = {PAIRS: ctx.dataset("dataset"), CRAWL: ctx.dataset("dataset")}
     if _world_mode(ctx):
         writes[WORLD] = ctx.local("world")
     return writes
@@ -211,12 +213,17 @@ def _run_filter(ctx: Context, reads: dict, writes: dict) -> None:
 # --------------------------------------------------------------------------------------------------
 # train KIND
 # --------------------------------------------------------------------------------------------------
+TRAINED_KIND = {"base-unfiltered": "base"}   # run.train key -> what `glide train` trains
+TRAIN_DATA = {"base-unfiltered": CRAWL}       # run.train key -> the pairs it reads (default: PAIRS)
+
+
 def train_section(ctx: Context, kind: str):
     """The `train` section with run.train.KIND's keys applied (a bad key: one line naming it and the file)."""
     from pipeline.config import override
 
     section = ctx.config.train.model_copy(deep=True)
-    return override(section, {"kind": kind, **ctx.run.train[kind]}, source=f"{ctx.config_file}: run.train.{kind}")
+    return override(section, {"kind": TRAINED_KIND.get(kind, kind), **ctx.run.train[kind]},
+                    source=f"{ctx.config_file}: run.train.{kind}")
 
 
 def _train_identity(kind: str) -> Callable[[Context], dict]:
@@ -240,7 +247,8 @@ def _run_train(kind: str):
         Path(config).parent.mkdir(parents=True, exist_ok=True)
         Path(config).write_text(f"# written by glide run from {ctx.config_file} (run.train.{kind} applied)\n"
                                 + to_yaml(resolved))
-        glide("train", kind, "--data", reads[PAIRS], "-o", writes[model(kind)], "--config", config)
+        glide("train", TRAINED_KIND.get(kind, kind), "--data", reads[TRAIN_DATA.get(kind, PAIRS)],
+              "-o", writes[model(kind)], "--config", config)
     return run
 
 
@@ -348,6 +356,45 @@ def _run_evaluate(ctx: Context, reads: dict, writes: dict) -> None:
         print(f"  {line}", flush=True)
 
 
+# --------------------------------------------------------------------------------------------------
+# claims (pipeline.run.claims_stage)
+# --------------------------------------------------------------------------------------------------
+def _claims_identity(ctx: Context) -> dict:
+    if ctx.run.claims is None:
+        return {"claims": None}
+    identity = {"claims": ctx.run.claims.model_dump(mode="json")}
+    if not ctx.run.claims.detector.path:  # the detector's worlds are the sample_world section with other seeds
+        identity["sample_world"] = _without(ctx.config.sample_world, "host", "port")
+    return identity
+
+
+def _claims_upsampler(ctx: Context, reads: dict) -> Optional[str]:
+    if not ctx.run.claims.upsample:
+        return None
+    e = ctx.run.evaluate
+    return ((e.upsampler if e else None) or reads.get(model("upsampler"))
+            or (ctx.run.sample.upsampler if ctx.run.sample else None))
+
+
+def _claims_external(ctx: Context) -> dict:
+    if ctx.run.claims is None:
+        return {}
+    external = {}
+    if ctx.run.claims.detector.path:
+        external["detector"] = tree_digest(ctx.run.claims.detector.path)
+    e = ctx.run.evaluate
+    outside = (e.upsampler if e else None) or (ctx.run.sample.upsampler if ctx.run.sample else None)
+    if ctx.run.claims.upsample and outside:
+        external["upsampler"] = checkpoint_digest(outside)
+    return external
+
+
+def _run_claims(ctx: Context, reads: dict, writes: dict) -> None:
+    from pipeline.run.claims_stage import run_claims
+
+    run_claims(ctx, reads, writes, _claims_upsampler(ctx, reads))
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage of the pipeline. `reads`: artefact kinds from earlier stages (`optional_reads`: used
@@ -382,10 +429,10 @@ STAGES: list[Stage] = [
           lambda ctx: {PAIRS: ctx.dataset("dataset-filtered")},
           lambda ctx: {"filter": _without(ctx.config.filter, "workers", "shard_retries", "kernel_memory_mb")},
           _run_filter),
-    *[Stage(f"train-{kind}", (lambda k: lambda ctx: k in ctx.run.train)(kind), (PAIRS,),
+    *[Stage(f"train-{kind}", (lambda k: lambda ctx: k in ctx.run.train)(kind), (TRAIN_DATA.get(kind, PAIRS),),
             (lambda k: lambda ctx: {model(k): ctx.local("runs", k)})(kind), _train_identity(kind), _run_train(kind),
             _train_external(kind), fresh_on_change=True)
-      for kind in ("base", "upsampler")],
+      for kind in ("base", "upsampler", "base-unfiltered")],
     Stage("sample", lambda ctx: ctx.run.sample is not None, (model("base"),), lambda ctx: {SAMPLES: ctx.local("samples")},
           lambda ctx: {"sample": ctx.run.sample.model_dump(mode="json") if ctx.run.sample else None}, _run_sample,
           lambda ctx: {"upsampler": checkpoint_digest(ctx.run.sample.upsampler)}
@@ -394,6 +441,9 @@ STAGES: list[Stage] = [
     # not fresh_on_change: the report's sample cache keeps what is still valid (see _run_evaluate)
     Stage("evaluate", lambda ctx: ctx.run.evaluate is not None, (model("base"),), _evaluate_writes,
           _evaluate_identity, _run_evaluate, _evaluate_external, optional_reads=(model("upsampler"),)),
+    Stage("claims", lambda ctx: ctx.run.claims is not None, (model("base"),), lambda ctx: {CLAIMS: ctx.local("claims")},
+          _claims_identity, _run_claims, _claims_external,
+          optional_reads=(model("base-unfiltered"), model("upsampler"), EVALUATION, FILTERS), fresh_on_change=True),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 

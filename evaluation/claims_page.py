@@ -1,0 +1,87 @@
+"""CLAIMS/index.html: the paper's claims as the experiment measured them, built only from what CLAIMS
+stores (claims.json, the draws' PNGs, a copy of the evaluation's metrics), so it can be rebuilt
+without sampling.
+
+    build_claims_page(Path("CLAIMS"))      # draws plots/ and grids/, writes index.html; returns its path
+
+claims.json: {"command", "commit", "claims": {"guidance": evaluation.claims.guidance_claim(...),
+"filtering": evaluation.claims.filtering_claim(...)}, "evaluation": {"metrics", "settings"} (the
+evaluation report's, for the trade-off curves), "draws": {model: {category: [PNG paths]}},
+"detector": its calibration, "missing": {claim: why it was not measured}}.
+Rendered by jinja2 with autoescaping: prompts and paths appear as text, never markup.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import shards as sh
+from evaluation.report_plots import _pyplot, sample_grid, tradeoff_plots
+
+CLAIMS_FILE = "claims.json"
+TEMPLATE = "claims_template.html"   # jinja2, next to this module (package data)
+GRID_SAMPLES = 16
+
+
+def read_claims(out: Path) -> dict:
+    try:
+        return json.loads((out / CLAIMS_FILE).read_text())
+    except FileNotFoundError:
+        raise sh.UserError(f"{out}: no {CLAIMS_FILE} (the claims stage of `glide run` writes it)") from None
+    except ValueError as e:
+        raise sh.UserError(f"{out / CLAIMS_FILE}: not valid JSON ({e})") from None
+
+
+def draw_rate_plot(rows: list[dict], out: Path) -> None:
+    """Grouped bars: per category, the share of samples showing it, filtered vs unfiltered model."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=110)
+    x = np.arange(len(rows))
+    for offset, key, label, colour in ((-0.2, "unfiltered_rate", "trained on the unfiltered crawl", "#c0504d"),
+                                       (0.2, "filtered_rate", "trained on the filtered pairs", "#4a6fa5")):
+        values = [r[key] for r in rows]
+        ax.bar(x + offset, values, width=0.4, label=label, color=colour)
+        for xi, v in zip(x + offset, values):
+            ax.annotate(f"{100 * v:.0f}%", (xi, v), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=8)
+    ax.set_xticks(x, [r["category"] for r in rows])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("samples showing the category")
+    ax.set_title("Asked for a filtered category: what each model draws")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def build_claims_page(out: Path) -> Path:
+    import jinja2
+
+    out = Path(out)
+    data = read_claims(out)
+    claims = data.get("claims", {})
+    plots, plot_notes = [], []
+    evaluation = data.get("evaluation")
+    if evaluation:
+        plots, plot_notes = tradeoff_plots(evaluation["metrics"]["settings"], evaluation["settings"], out / "plots")
+    filtering = claims.get("filtering")
+    if filtering:
+        draw_rate_plot(filtering["rows"], out / "plots" / "draw-rates.png")
+    grids = []
+    for model, categories in (data.get("draws") or {}).items():
+        for category, paths in categories.items():
+            name = f"grids/{model}-{category}.png"
+            sample_grid(out, paths[:GRID_SAMPLES], out / name)
+            grids.append({"model": model, "category": category, "file": name})
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
+                             autoescape=jinja2.select_autoescape(["html"]))
+    env.filters["pct"] = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    env.filters["num"] = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+    html = env.get_template(TEMPLATE).render(data=data, claims=claims, plots=plots, plot_notes=plot_notes,
+                                             draw_plot="plots/draw-rates.png" if filtering else None, grids=grids)
+    page = out / "index.html"
+    sh.write_bytes_atomic(str(page), html.encode())
+    return page

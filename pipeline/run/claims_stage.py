@@ -1,0 +1,128 @@
+"""The `claims` stage of `glide run`: the paper's claims measured on the pipeline's own models, into
+OUT/claims (claims.json, index.html; evaluation.claims_page).
+
+    1  guidance   from the evaluate stage's report (metrics.json, settings.json): evaluation.claims
+    3  filtering  the stand-in detector (trained and calibrated on two worlds of the sample_world
+                  section with other seeds, or run.claims.detector.path), then the same category
+                  prompts sampled from the filtered base (train-base) and the unfiltered one
+                  (train-base-unfiltered), counted (evaluation.category_draws); the filters' fit
+                  figures beside them
+
+A claim whose inputs the pipeline lacks (no evaluate stage, no unfiltered base) is listed as not
+measured, with why. Claims 2, 4 and 5 (CLIP guidance, inpainting, fewer steps) are not measured yet.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import shards as sh
+
+NOT_YET = {"clip guidance (claim 2)": "not built yet: needs a noised CLIP trained by the pipeline",
+           "inpainting (claim 4)": "not built yet: needs the inpainting fine-tune and a seam metric",
+           "fewer steps (claim 5)": "not built yet: needs DDIM 25/50 vs 250-step and fast27 sweeps"}
+
+
+def _detector(ctx, out: Path):
+    """The stand-in detector: run.claims.detector.path, or trained here on two fresh worlds."""
+    from evaluation.standin_detector import StandinDetector, train_standin_detector
+    from pipeline.sample_world import generate_world
+
+    d = ctx.run.claims.detector
+    if d.path:
+        return StandinDetector.load(d.path)
+    world = ctx.config.sample_world
+    train, holdout = out / "detector-worlds" / "train", out / "detector-worlds" / "holdout"
+    generate_world(world.model_copy(update={"seed": d.train_seed, "count": d.train_images}), train)
+    generate_world(world.model_copy(update={"seed": d.holdout_seed, "count": d.holdout_images}), holdout)
+    print(f"claims: training the stand-in detector on {d.train_images} images (seed {d.train_seed}), "
+          f"{d.steps} steps", flush=True)
+    detector = train_standin_detector(train, steps=d.steps, input_size=d.input_size, blur_size=d.blur_size,
+                                      log=lambda line: print(f"  detector {line}", flush=True))
+    for name, c in detector.calibrate(holdout, d.max_false_positive).items():
+        print(f"  detector {name}: detects {100 * c['true_positive_rate']:.1f}% of {c['positives']} with it, "
+              f"flags {100 * c['false_positive_rate']:.1f}% of {c['negatives']} without", flush=True)
+    detector.save(out / "detector")
+    return detector
+
+
+def _save_draws(images: dict, folder: Path, out: Path) -> dict[str, list[str]]:
+    """PNGs of each category's draws under FOLDER; their paths relative to OUT."""
+    from PIL import Image
+
+    paths = {}
+    for category, batch in images.items():
+        (folder / category).mkdir(parents=True, exist_ok=True)
+        paths[category] = []
+        for i, image in enumerate(batch):
+            path = folder / category / f"{i:04d}.png"
+            Image.fromarray(image).save(path)
+            paths[category].append(str(path.relative_to(out)))
+    return paths
+
+
+def _filters_fit(filters: str | None) -> dict:
+    """{filter: its fit figures} from a fit-filters folder (nothing without one)."""
+    if not filters:
+        return {}
+    from filtering.filter_files import load_filters
+
+    return {f.name: dict(f.info) for f in load_filters(filters).filters}
+
+
+def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
+    from evaluation.category_draws import category_draw_rates
+    from evaluation.claims import filtering_claim, guidance_claim
+    from evaluation.claims_page import CLAIMS_FILE, build_claims_page
+    from pipeline.provenance import git_state
+    from pipeline.run.stages import EVALUATION, FILTERS, model
+    from training.sampling.session import SampleSettings, SamplingSession, SessionConfig
+
+    c = ctx.run.claims
+    out = Path(writes["claims"])
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"command": "glide " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"glide run {ctx.config_file}",
+            "commit": git_state()["commit"], "claims": {}, "missing": dict(NOT_YET), "draws": {}}
+
+    evaluation = reads.get(EVALUATION)
+    if evaluation:
+        metrics = json.loads((Path(evaluation) / "metrics.json").read_text())
+        settings = json.loads((Path(evaluation) / "settings.json").read_text())
+        data["evaluation"] = {"metrics": metrics, "settings": settings}
+        try:
+            data["claims"]["guidance"] = guidance_claim(metrics, settings)
+        except ValueError as e:
+            data["missing"]["guidance"] = str(e)
+    else:
+        data["missing"]["guidance"] = "the pipeline has no evaluate stage (run.evaluate)"
+
+    unfiltered = reads.get(model("base-unfiltered"))
+    if unfiltered:
+        detector = _detector(ctx, out)
+        data["detector"] = detector.info.get("calibration")
+        settings = SampleSettings(steps=c.steps, guidance=c.guidance, seed=c.seed, upsample=bool(upsampler))
+        tables = {}
+        for name, base in (("filtered", reads[model("base")]), ("unfiltered", unfiltered)):
+            print(f"claims: sampling the {name} base ({base}) on the category prompts, {c.per_prompt} each",
+                  flush=True)
+            session = SamplingSession(SessionConfig(base=base, upsampler=upsampler), progress=False)
+            table = category_draw_rates(session, detector, settings, per_prompt=c.per_prompt, keep_images=True)
+            data["draws"][name] = _save_draws(table.pop("images"), out / "draws" / name, out)
+            tables[name] = table
+            print("  " + ", ".join(f"{cat} {100 * t['rate']:.1f}%" for cat, t in table["categories"].items())
+                  + " (ordinary prompts: " + ", ".join(f"{cat} {100 * r:.1f}%" for cat, r in table["baseline"].items())
+                  + ")", flush=True)
+        data["draw_tables"] = tables
+        data["claims"]["filtering"] = filtering_claim(tables["filtered"], tables["unfiltered"],
+                                                      _filters_fit(reads.get(FILTERS)))
+    else:
+        data["missing"]["filtering"] = "the pipeline trains no unfiltered base (run.train.base-unfiltered)"
+
+    sh.write_json_atomic(str(out / CLAIMS_FILE), data)
+    page = build_claims_page(out)
+    for name, claim in data["claims"].items():
+        print(f"claim {name}: {'held' if claim['holds'] else 'did not hold'}; "
+              + "; ".join(f"{ch['check']}: {ch['detail']}" for ch in claim["checks"]), flush=True)
+    print(f"claims report: {page}", flush=True)
