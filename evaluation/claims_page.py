@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import shards as sh
+from evaluation.report_page import _fmt, _pct, report_style
 from evaluation.report_plots import _pyplot, sample_grid, tradeoff_plots
 
 CLAIMS_FILE = "claims.json"
@@ -78,9 +79,8 @@ def build_claims_page(out: Path) -> Path:
             grids.append({"model": model, "category": category, "file": name})
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
                              autoescape=jinja2.select_autoescape(["html"]))
-    env.filters["pct"] = lambda v: "-" if v is None else f"{100 * v:.1f}%"
-    env.filters["num"] = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-    html = env.get_template(TEMPLATE).render(data=data, claims=claims, plots=plots, plot_notes=plot_notes,
+    env.filters["pct"], env.filters["num"] = _pct, _fmt
+    html = env.get_template(TEMPLATE).render(style=report_style(), data=data, claims=claims, plots=plots, plot_notes=plot_notes,
                                              draw_plot="plots/draw-rates.png" if filtering else None, grids=grids)
     page = out / "index.html"
     sh.write_bytes_atomic(str(page), html.encode())

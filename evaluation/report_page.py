@@ -24,6 +24,16 @@ CLOSEST_PAIRS = 8
 STORED = ("settings.json", "metrics.json", "lineage.json")
 
 TEMPLATE = "report_template.html"   # jinja2, next to this module (package data)
+STYLE = "report_style.css"          # the rules every report page shares (the claims page too)
+
+
+def report_style():
+    """The shared stylesheet, as markup for a template's <style> (a package file, not user text)."""
+    from importlib.resources import files
+
+    from markupsafe import Markup
+
+    return Markup(files("evaluation").joinpath(STYLE).read_text())
 
 
 def _read_json(report: Path, name: str):
@@ -83,7 +93,7 @@ def build_report(report: Path) -> Path:
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(files("evaluation").joinpath(TEMPLATE).read_text()).render(
-        settings=settings, metrics=metrics["settings"], features=metrics["features"], lineage=lineage,
+        style=report_style(), settings=settings, metrics=metrics["settings"], features=metrics["features"], lineage=lineage,
         samples_total=index.num_rows, per_setting=lineage["samples_per_setting"], prompts_count=lineage["prompts"]["count"],
         notes=notes, accuracy=accuracy, accuracy_columns=columns, plots=plots, missing_plots=missing, grids=grids,
         grid_rows=first, memo=memo, elo=read_report_elo(report), lineage_json=json.dumps(lineage, indent=1), fmt=_fmt, pct=_pct,

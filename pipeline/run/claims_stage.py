@@ -77,11 +77,11 @@ def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
     from evaluation.claims import filtering_claim, guidance_claim
     from evaluation.claims_page import CLAIMS_FILE, build_claims_page
     from pipeline.provenance import git_state
-    from pipeline.run.stages import EVALUATION, FILTERS, model
+    from pipeline.run.stages import CLAIMS, EVALUATION, FILTERS, model
     from training.sampling.session import SampleSettings, SamplingSession, SessionConfig
 
     c = ctx.run.claims
-    out = Path(writes["claims"])
+    out = Path(writes[CLAIMS])
     out.mkdir(parents=True, exist_ok=True)
     data = {"command": "glide " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"glide run {ctx.config_file}",
             "commit": git_state()["commit"], "claims": {}, "missing": dict(NOT_YET), "draws": {}}

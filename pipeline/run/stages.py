@@ -368,12 +368,18 @@ def _claims_identity(ctx: Context) -> dict:
     return identity
 
 
+def _claims_upsamplers(ctx: Context) -> tuple[Optional[str], Optional[str]]:
+    """(run.evaluate.upsampler, run.sample.upsampler): the claims stage's upsamplers from outside the pipeline."""
+    e, s = ctx.run.evaluate, ctx.run.sample
+    return (e.upsampler if e else None), (s.upsampler if s else None)
+
+
 def _claims_upsampler(ctx: Context, reads: dict) -> Optional[str]:
+    """The evaluate stage's upsampler, else the trained one, else the sample stage's."""
     if not ctx.run.claims.upsample:
         return None
-    e = ctx.run.evaluate
-    return ((e.upsampler if e else None) or reads.get(model("upsampler"))
-            or (ctx.run.sample.upsampler if ctx.run.sample else None))
+    evaluate, sample = _claims_upsamplers(ctx)
+    return evaluate or reads.get(model("upsampler")) or sample
 
 
 def _claims_external(ctx: Context) -> dict:
@@ -382,10 +388,9 @@ def _claims_external(ctx: Context) -> dict:
     external = {}
     if ctx.run.claims.detector.path:
         external["detector"] = tree_digest(ctx.run.claims.detector.path)
-    e = ctx.run.evaluate
-    outside = (e.upsampler if e else None) or (ctx.run.sample.upsampler if ctx.run.sample else None)
-    if ctx.run.claims.upsample and outside:
-        external["upsampler"] = checkpoint_digest(outside)
+    evaluate, sample = _claims_upsamplers(ctx)
+    if ctx.run.claims.upsample and (evaluate or sample):
+        external["upsampler"] = checkpoint_digest(evaluate or sample)
     return external
 
 
