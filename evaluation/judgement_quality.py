@@ -19,6 +19,9 @@ A rater is flagged (each reason listed) when
               1 - RATE_FLOOR), p below `alpha`, from `min_majority` such votes. A rater who answers at
               random agrees about half the time; attentive raters far more often.
 Only current page votes count (undone ones left out). Ties in the others' majority are left out.
+The duplicates and majority p-values are Holm-adjusted across the raters tested (`*_p_holm`), so `alpha`
+bounds the chance that any attentive rater is flagged by that test, not each one's: with 50 raters at
+0.01 each, about one in three runs would otherwise flag someone who did nothing wrong.
 """
 from __future__ import annotations
 
@@ -46,10 +49,12 @@ class RaterCheck:
     inconsistent: int = 0
     duplicates_expected: Optional[float] = None  # everyone else's rate of changed answers
     duplicates_p: Optional[float] = None
+    duplicates_p_holm: Optional[float] = None   # adjusted across the raters with >= min_duplicates
     majority_votes: int = 0
     majority_agreed: int = 0
     majority_expected: Optional[float] = None   # everyone else's agreement rate (the test's null)
     majority_p: Optional[float] = None
+    majority_p_holm: Optional[float] = None     # adjusted across the raters with >= min_majority
     flagged: list = field(default_factory=list)  # reasons: obvious / duplicates / majority
 
     def to_json(self) -> dict:
@@ -114,15 +119,32 @@ def rater_checks(store, *, question: Optional[str] = None, run_id: Optional[int]
             rate = (all_changed - c.inconsistent) / others if others else 0.5
             c.duplicates_expected = max(rate, RATE_FLOOR)
             c.duplicates_p = float(binom.sf(c.inconsistent - 1, c.duplicates, c.duplicates_expected))
-            if c.duplicates >= min_duplicates and c.duplicates_p < alpha:
-                c.flagged.append("duplicates")
         others_votes = all_votes - c.majority_votes
         if c.majority_votes and others_votes:
             c.majority_expected = min((all_agreed - c.majority_agreed) / others_votes, 1 - RATE_FLOOR)
             c.majority_p = float(binom.cdf(c.majority_agreed, c.majority_votes, c.majority_expected))
-            if c.majority_votes >= min_majority and c.majority_p < alpha:
-                c.flagged.append("majority")
+    tested = [c for c in checks.values() if c.duplicates_p is not None and c.duplicates >= min_duplicates]
+    for c, adjusted in zip(tested, holm([c.duplicates_p for c in tested])):
+        c.duplicates_p_holm = adjusted
+        if adjusted < alpha:
+            c.flagged.append("duplicates")
+    tested = [c for c in checks.values() if c.majority_p is not None and c.majority_votes >= min_majority]
+    for c, adjusted in zip(tested, holm([c.majority_p for c in tested])):
+        c.majority_p_holm = adjusted
+        if adjusted < alpha:
+            c.flagged.append("majority")
     return sorted(checks.values(), key=lambda c: c.rater)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the given order: reject where adjusted < alpha keeps the
+    family-wise error at alpha and never rejects less than Bonferroni does."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _majority_agreements(on_pair: dict[int, dict[str, str]]):

@@ -149,9 +149,9 @@ def run_raters(args) -> int:
             print("  no votes yet")
             continue
         print(f"  {'rater':<20} {'votes':>6} {'obvious missed':>15} {'dup. differ':>12} {'majority agreed':>16} "
-              f"{'p':>8}  flagged")
+              f"{'p (Holm)':>8}  flagged")
         for c in checks:
-            p = "" if c.majority_p is None else f"{c.majority_p:.2g}"
+            p = "" if c.majority_p_holm is None else f"{c.majority_p_holm:.2g}"
             print(f"  {c.rater:<20} {c.votes:>6} {f'{c.obvious_missed}/{c.obvious}':>15} "
                   f"{f'{c.inconsistent}/{c.duplicates}':>12} {f'{c.majority_agreed}/{c.majority_votes}':>16} "
                   f"{p:>8}  {', '.join(c.flagged)}")

@@ -30,11 +30,11 @@
       block.append(el("h2", `Raters: ${q.question}`), el("p", biasText(q.position_bias)));
       const table = el("table", null, { class: "rater-checks" });
       table.append(row(["rater", "votes", "obvious pairs missed", "duplicates answered differently",
-        "agreed with the majority", "p", "flagged"].map((h) => el("th", h))));
+        "agreed with the majority", "p (Holm)", "flagged"].map((h) => el("th", h))));
       for (const c of q.raters) {
         const flagged = el("td", c.flagged.join(", "), c.flagged.length ? { class: "checks-flagged" } : {});
         table.append(row([c.rater, num(c.votes), share(c.obvious_missed, c.obvious), share(c.inconsistent, c.duplicates),
-          share(c.majority_agreed, c.majority_votes), num(c.majority_p === null ? "" : c.majority_p.toPrecision(2)),
+          share(c.majority_agreed, c.majority_votes), num(c.majority_p_holm === null ? "" : c.majority_p_holm.toPrecision(2)),
           flagged]));
       }
       block.append(table);
