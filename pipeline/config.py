@@ -221,6 +221,17 @@ class PipelineConfig(Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    quick: dict[str, Any] = Field(default_factory=dict, description="overrides `glide run --quick` lays over the "
+                                  "other sections (same shape, merged key by key): the reduced run of an experiment")
+
+
+def merge_sections(base: dict, over: dict) -> dict:
+    """BASE with OVER laid over it key by key (nested mappings merged, anything else replaced)."""
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = (merge_sections(merged[key], value)
+                       if isinstance(value, dict) and isinstance(merged.get(key), dict) else value)
+    return merged
 
 
 def _validation_error(err: ValidationError, source: str) -> UserError:
@@ -229,8 +240,10 @@ def _validation_error(err: ValidationError, source: str) -> UserError:
     return user_error(err, source, noun="config key")
 
 
-def load_config(path: str | os.PathLike | None) -> PipelineConfig:
-    """Read and validate a pipeline config; None gives the defaults."""
+def load_config(path: str | os.PathLike | None, quick: bool = False) -> PipelineConfig:
+    """Read and validate a pipeline config; None gives the defaults. QUICK: its `quick` section laid over
+    the rest (the reduced run; the result has no `quick` section). A `quick` section is validated
+    merged either way, so a wrong key in it is an error before any run, quick or not."""
     if path is None:
         return PipelineConfig()
     p = Path(path)
@@ -244,10 +257,23 @@ def load_config(path: str | os.PathLike | None) -> PipelineConfig:
         raise UserError(f"{p}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: a pipeline config must be a mapping of sections, got {type(data).__name__}")
+    over = data.get("quick") or {}
+    if not isinstance(over, dict):
+        raise UserError(f"{p}: quick: must be a mapping of sections to override, got {type(over).__name__}")
+    if quick and not over:
+        raise UserError(f"{p}: --quick: this config has no quick section (the overrides of its reduced run)")
     try:
-        return PipelineConfig.model_validate(data)
+        full = PipelineConfig.model_validate(data)
     except ValidationError as e:
         raise _validation_error(e, str(p)) from None
+    if not over:
+        return full
+    reduced = {k: v for k, v in merge_sections(data, over).items() if k != "quick"}
+    try:
+        reduced_config = PipelineConfig.model_validate(reduced)
+    except ValidationError as e:
+        raise _validation_error(e, f"{p} (its quick section)") from None
+    return reduced_config if quick else full
 
 
 def override(section: Section, values: dict[str, Any], source: str = "command line") -> Section:

@@ -88,3 +88,63 @@ def test_help_lists_commands(glide):
     result = glide("--help")
     assert result.returncode == 0
     assert "config" in result.stdout
+
+
+QUICK = """
+    train:
+      batch_size: 32
+      max_steps:
+        base: 2000
+        upsampler: 150
+    run:
+      out: full-output
+      evaluate:
+        guidance: [1, 2, 3, 4, 5]
+        samples_per_setting: 64
+        features: scene:checkpoints/demo/scene-classifier
+    quick:
+      train:
+        max_steps:
+          base: 300
+      run:
+        out: quick-output
+        evaluate:
+          guidance: [1, 3]
+"""
+
+
+def test_quick_lays_its_section_over_the_config_key_by_key(tmp_path):
+    path = write(tmp_path, QUICK)
+    full, quick = load_config(path), load_config(path, quick=True)
+    assert full.train.max_steps == {"base": 2000, "upsampler": 150} and full.run.out == "full-output"
+    assert full.run.evaluate.guidance == [1, 2, 3, 4, 5]
+    # nested mappings merge (upsampler and samples_per_setting stay), lists and scalars are replaced
+    assert quick.train.max_steps == {"base": 300, "upsampler": 150} and quick.train.batch_size == 32
+    assert quick.run.out == "quick-output" and quick.run.evaluate.guidance == [1, 3]
+    assert quick.run.evaluate.samples_per_setting == 64 and quick.quick == {}
+
+
+@pytest.mark.parametrize("text, quick, expected", [
+    (QUICK.replace("      guidance: [1, 3]", "      guidanse: [1, 3]"), False,
+     "(its quick section): unknown config key 'run.evaluate.guidanse'"),
+    ("ingest:\n  shard_size: 3\n", True, "--quick: this config has no quick section"),
+    ("quick: [1, 2]\n", False, "quick: must be a mapping"),
+])
+def test_a_bad_quick_section_is_an_error_even_without_quick(tmp_path, text, quick, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as e:
+        load_config(path, quick=quick)
+    assert expected in str(e.value) and str(path) in str(e.value)
+
+
+def test_the_miniature_experiment_plans_its_full_and_quick_runs():
+    """configs/miniature.yaml, as a user runs it: every stage of the claims experiment, the quick run
+    shorter and in its own folder."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "miniature.yaml"
+    full, quick = load_config(path), load_config(path, quick=True)
+    assert full.run.stages == ["ingest", "embed", "label", "train-base", "train-base-unfiltered", "evaluate", "claims"]
+    assert full.run.evaluate.guidance == [1, 2, 3, 4, 5] and full.sample_world.max_shapes == 2
+    assert quick.train.max_steps["base"] < full.train.max_steps["base"] and quick.run.out != full.run.out
+    assert quick.run.stages == full.run.stages

@@ -58,6 +58,26 @@ def test_from_and_until_must_name_stages_of_the_pipeline(tmp_path, capsys, glide
     assert "ingest's output" in capsys.readouterr().err
 
 
+def test_quick_plans_the_reduced_run_in_its_own_folder(tmp_path, capsys, glide_cli):
+    out, quick_out = tmp_path / "out", tmp_path / "quick-out"
+    config = write_pipeline(tmp_path / "p.yaml", {"out": str(out), "lists": ["u.parquet"], "labels": "l.csv"},
+                            quick={"run": {"out": str(quick_out)}, "ingest": {"shard_size": 7}})
+    capsys.readouterr()
+    assert glide_cli("run", config, "--quick", "--dry-run", "--json") == 0
+    stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+    assert all(path.startswith(str(quick_out)) for s in stages.values() for path in s["outputs"].values())
+    assert not quick_out.exists()  # a dry run writes nothing
+    assert glide_cli("run", config, "--dry-run", "--json") == 0
+    stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+    assert all(path.startswith(str(out) + "/") for s in stages.values() for path in s["outputs"].values())
+    assert glide_cli("run", config, "--quick", "--out", tmp_path / "elsewhere", "--dry-run", "--json") == 0
+    stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+    assert all(path.startswith(str(tmp_path / "elsewhere") + "/") for s in stages.values() for path in s["outputs"].values())
+    plain = write_pipeline(tmp_path / "plain.yaml", {"out": str(out), "lists": ["u.parquet"], "labels": "l.csv"})
+    assert glide_cli("run", plain, "--quick", "--dry-run") == 2
+    assert "has no quick section" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     with served_world(tmp_path_factory.mktemp("pipeline-run")) as root:
