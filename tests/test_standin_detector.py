@@ -94,3 +94,19 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
         result = run_glide("train-standin-detector", *argv, "-o", tmp_path / "out", timeout=120)
         assert result.returncode == 2, (argv, result.stderr)
         assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+
+
+def test_sample_like_training_and_calibration_hold_both_false_positive_rates(tmp_path):
+    """With --blur-size the detector also sees noisy, blurred images (what a small model's upsampled
+    samples look like) and its thresholds flag at most the allowed share of clean images either way."""
+    from evaluation.standin_detector import read_world_standins, sample_like, train_standin_detector
+
+    world = make_world(tmp_path / "w", seed=5, count=160, size=32)
+    crisp = read_world_standins(world, 32).images
+    noisy = sample_like(crisp, 8, 32)
+    assert np.array_equal(noisy, sample_like(crisp, 8, 32))  # seeded: a calibration is repeatable
+    assert np.abs(noisy.astype(int) - crisp.astype(int)).mean() > 5
+    detector = train_standin_detector(world, steps=20, input_size=32, blur_size=8)
+    assert detector.info["blur_size"] == 8 and detector.info["sample_noise"]
+    for c in detector.calibrate(world, 0.1).values():
+        assert c["false_positive_rate"] <= 0.1 and c["false_positive_rate_sample_like"] <= 0.1

@@ -25,7 +25,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--steps", type=int, default=2000, help="training steps of 64 images (default 2000)")
     p.add_argument("--input-size", type=int, default=64, metavar="PX", help="side images are resized to (default 64)")
     p.add_argument("--blur-size", type=int, default=16, metavar="PX",
-                   help="half the training images blurred down to PX and back (0: none; default 16, the demo base)")
+                   help="half the training images sample-like: blurred down to PX and back, with noise (0: none; default 16, the demo base)")
     p.add_argument("--max-false-positive", type=float, default=0.01, metavar="RATE",
                    help="share of the held-out world's clean images each threshold may flag (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed (default 0)")
@@ -46,8 +46,8 @@ def run(args) -> int:
     print(f"trained on {detector.info['images']} images of {args.world} in {detector.info['seconds']} s")
     calibration = detector.calibrate(args.holdout, args.max_false_positive)
     for name, c in calibration.items():
-        blurred = (f"; blurred {100 * c['true_positive_rate_blurred']:.1f}% / {100 * c['false_positive_rate_blurred']:.1f}%"
-                   if "true_positive_rate_blurred" in c else "")
+        blurred = (f"; sample-like {100 * c['true_positive_rate_sample_like']:.1f}% / {100 * c['false_positive_rate_sample_like']:.1f}%"
+                   if "true_positive_rate_sample_like" in c else "")
         print(f"{name}: threshold {c['threshold']:.3f}, detected {100 * c['true_positive_rate']:.1f}% of "
               f"{c['positives']} with it, flagged {100 * c['false_positive_rate']:.1f}% of {c['negatives']} without"
               f"{blurred}")

@@ -94,7 +94,7 @@ class DetectorStageConfig(_Section):
     holdout_seed: int = Field(222, description="seed of its calibration world")
     steps: PositiveInt = Field(2000, description="training steps (64 images each)")
     input_size: PositiveInt = Field(64, description="side images are resized to (a multiple of 16)")
-    blur_size: int = Field(16, ge=0, description="half the training images blurred down to this size and back "
+    blur_size: int = Field(16, ge=0, description="half the training images sample-like: blurred down to this size and back, noised "
                                                  "(the base's resolution; 0: none)")
     max_false_positive: float = Field(0.01, ge=0, lt=1, description="share of the calibration world's clean "
                                                                     "images each threshold may flag")
