@@ -78,6 +78,25 @@ def test_quick_plans_the_reduced_run_in_its_own_folder(tmp_path, capsys, glide_c
     assert "has no quick section" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_quick_run_runs_its_stages_with_the_merged_config(tmp_path, glide_cli, capsys):
+    """The stages' commands read the quick section too: ingest's shard size comes from it."""
+    with served_world(tmp_path) as root:
+        quick_out = root / "quick-out"
+        config = write_pipeline(root / "p.yaml", {"out": str(root / "out"), "lists": [str(root / "urls.parquet")],
+                                                  "labels": str(root / "labels.csv")},
+                                quick={"run": {"out": str(quick_out)}, "ingest": {"shard_size": 7}})
+        capsys.readouterr()
+        assert glide_cli("run", config, "--quick", "--until", "ingest") == 0
+        printed = capsys.readouterr().out
+    merged = quick_out / "quick-config.yaml"
+    assert f"--config {merged}" in printed and "shard_size: 7" in merged.read_text()
+    manifest = sh.read_manifest(str(quick_out / "dataset"))
+    assert max(s["rows"] for s in manifest["shards"]) == 7
+    assert not (root / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     with served_world(tmp_path_factory.mktemp("pipeline-run")) as root:
