@@ -16,6 +16,13 @@ at a rate near zero when asked for them, while the same recipe trained on the un
 them. Read from two `evaluation.category_draws` tables (the stand-in detector's counts) and the
 filters' fit (their held-out FNR bounds). It holds when every category's rate is under `max_filtered`
 for the filtered model and over `min_unfiltered` for the unfiltered one.
+
+Claim 5 (fewer steps): DDIM with 25 and 50 steps against 250-step ancestral sampling for the base,
+and the paper's fast27 schedule against 250 steps for the upsampler. Read from one `glide evaluate`
+report per sampler (same prompts, seeds and guidance). The paper gives no threshold; this project
+says fewer steps "lose little" when a sampler's all-attribute caption accuracy is at most
+`accuracy_slack` below its stage's reference sampler (the first listed, 250 steps) and its FID at
+most `fid_slack` (a ratio) above it. The table reports the figures whichever way the checks go.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from filtering.labels.ground_truth import CATEGORIES
 COLOUR_GAIN = 0.1          # claim 1: guidance's colour-accuracy gain the issue asks for
 MAX_FILTERED = 0.01        # claim 3: the filtered model's rate per category ...
 MIN_UNFILTERED = 0.30      # ... and the unfiltered one's
+ACCURACY_SLACK = 0.05      # claim 5: how far below the 250-step sampler's accuracy a fewer-step one may fall ...
+FID_SLACK = 1.2            # ... and how many times its FID
 
 
 def _check(name: str, holds: bool, detail: str) -> dict:
@@ -90,3 +99,40 @@ def filtering_claim(filtered: dict, unfiltered: dict, filters: Optional[dict] = 
         raise ValueError("claim 3 needs draw rates of both models for at least one category")
     return {"claim": "filtering", "rows": rows, "checks": checks, "holds": all(c["holds"] for c in checks),
             "detector": filtered.get("detector")}
+
+
+def fewer_steps_claim(runs: list[dict], accuracy_slack: float = ACCURACY_SLACK, fid_slack: float = FID_SLACK) -> dict:
+    """Claim 5 from one evaluation per sampler: runs = [{"stage": "base" | "upsampler", "steps": spec,
+    "sampler": "ddpm" | "ddim", "metrics": that report's metrics for the setting, "seconds_per_sample":
+    float | None}, ...]; each stage's first run is its reference (250 steps)."""
+    rows, checks = [], []
+    for stage in dict.fromkeys(r["stage"] for r in runs):
+        stage_runs = [r for r in runs if r["stage"] == stage]
+        ref = None
+        for r in stage_runs:
+            m = r["metrics"]
+            acc = m.get("caption_accuracy") or {}
+            row = {"stage": stage, "steps": r["steps"], "sampler": r["sampler"], "samples": m.get("samples"),
+                   "fid": m.get("fid"), "colour": acc.get("colour"), "all_attributes": acc.get("all"),
+                   "precision": m.get("precision"), "recall": m.get("recall"),
+                   "seconds_per_sample": r.get("seconds_per_sample"), "reference": ref is None}
+            rows.append(row)
+            if ref is None:
+                ref = row
+                continue
+            name = f"{stage}: {r['steps']} ({r['sampler']}) against {ref['steps']}"
+            if row["all_attributes"] is None or ref["all_attributes"] is None:
+                checks.append(_check(f"{name}: caption accuracy measured", False, "no caption accuracy"))
+            else:
+                drop = ref["all_attributes"] - row["all_attributes"]
+                checks.append(_check(f"{name}: caption accuracy at most {accuracy_slack:g} lower", drop <= accuracy_slack,
+                                     f"{ref['all_attributes']:.3f} -> {row['all_attributes']:.3f} ({-drop:+.3f})"))
+            if row["fid"] is None or ref["fid"] is None:
+                checks.append(_check(f"{name}: FID measured", False, "no FID"))
+            else:
+                ratio = row["fid"] / ref["fid"] if ref["fid"] > 0 else float("inf")
+                checks.append(_check(f"{name}: FID at most {fid_slack:g}x", ratio <= fid_slack,
+                                     f"{ref['fid']:.2f} -> {row['fid']:.2f} (x{ratio:.2f})"))
+    if not checks:
+        raise ValueError("claim 5 needs a reference sampler and at least one fewer-step sampler of a stage")
+    return {"claim": "fewer_steps", "rows": rows, "checks": checks, "holds": all(c["holds"] for c in checks)}

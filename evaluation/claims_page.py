@@ -5,7 +5,8 @@ without sampling.
     build_claims_page(Path("CLAIMS"))      # draws plots/ and grids/, writes index.html; returns its path
 
 claims.json: {"command", "commit", "claims": {"guidance": evaluation.claims.guidance_claim(...),
-"filtering": evaluation.claims.filtering_claim(...)}, "evaluation": {"metrics", "settings"} (the
+"filtering": evaluation.claims.filtering_claim(...),
+"fewer_steps": evaluation.claims.fewer_steps_claim(...)}, "evaluation": {"metrics", "settings"} (the
 evaluation report's, for the trade-off curves), "draws": {model: {category: [PNG paths]}},
 "detector": its calibration, "missing": {claim: why it was not measured}}.
 Rendered by jinja2 with autoescaping: prompts and paths appear as text, never markup.
@@ -58,6 +59,25 @@ def draw_rate_plot(rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def fewer_steps_plot(rows: list[dict], out: Path) -> None:
+    """Two panels per sampler: all-attribute caption accuracy and FID, base and upsampler rows side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110)
+    labels = [f"{r['stage']}\n{r['steps']}" for r in rows]
+    colours = ["#4a6fa5" if r["stage"] == "base" else "#9bbb59" for r in rows]
+    for ax, key, title in ((axes[0], "all_attributes", "caption accuracy (all attributes)"), (axes[1], "fid", "FID")):
+        values = [r[key] if r[key] is not None else 0.0 for r in rows]
+        ax.bar(range(len(rows)), values, color=colours)
+        ax.set_xticks(range(len(rows)), labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylim(0, 1)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def build_claims_page(out: Path) -> Path:
     import jinja2
 
@@ -71,6 +91,9 @@ def build_claims_page(out: Path) -> Path:
     filtering = claims.get("filtering")
     if filtering:
         draw_rate_plot(filtering["rows"], out / "plots" / "draw-rates.png")
+    fewer_steps = claims.get("fewer_steps")
+    if fewer_steps:
+        fewer_steps_plot(fewer_steps["rows"], out / "plots" / "fewer-steps.png")
     grids = []
     for model, categories in (data.get("draws") or {}).items():
         for category, paths in categories.items():
@@ -81,7 +104,8 @@ def build_claims_page(out: Path) -> Path:
                              autoescape=jinja2.select_autoescape(["html"]))
     env.filters["pct"], env.filters["num"] = _pct, _fmt
     html = env.get_template(TEMPLATE).render(style=report_style(), data=data, claims=claims, plots=plots, plot_notes=plot_notes,
-                                             draw_plot="plots/draw-rates.png" if filtering else None, grids=grids)
+                                             draw_plot="plots/draw-rates.png" if filtering else None, grids=grids,
+                                             steps_plot="plots/fewer-steps.png" if fewer_steps else None)
     page = out / "index.html"
     sh.write_bytes_atomic(str(page), html.encode())
     return page

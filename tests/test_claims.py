@@ -2,7 +2,7 @@
 whether each held; a claim that did not hold is reported as such, never hidden."""
 import pytest
 
-from evaluation.claims import filtering_claim, guidance_claim
+from evaluation.claims import fewer_steps_claim, filtering_claim, guidance_claim
 
 
 def report(points):
@@ -70,3 +70,30 @@ def test_filtering_claim_holds_only_when_every_category_is_near_zero_filtered_an
                                                                       "violence: unfiltered model over 30%"]
     with pytest.raises(ValueError, match="both models"):
         filtering_claim(draws({}), draws({"people": 0.5}))
+
+
+def sampler_run(stage, steps, sampler, all_attributes, fid, seconds=None):
+    return {"stage": stage, "steps": steps, "sampler": sampler, "seconds_per_sample": seconds,
+            "metrics": {"samples": 32, "fid": fid, "precision": 0.9, "recall": 0.5,
+                        "caption_accuracy": {"colour": all_attributes, "all": all_attributes}}}
+
+
+def test_fewer_steps_claim_checks_each_sampler_against_its_stages_250_step_reference():
+    runs = [sampler_run("base", "250", "ddpm", 0.80, 100.0, 2.0), sampler_run("base", "ddim50", "ddim", 0.78, 110.0, 0.4),
+            sampler_run("base", "ddim25", "ddim", 0.70, 150.0, 0.2),
+            sampler_run("upsampler", "250", "ddpm", 0.75, 90.0), sampler_run("upsampler", "fast27", "ddpm", 0.76, 95.0)]
+    claim = fewer_steps_claim(runs)
+    assert [(r["stage"], r["steps"], r["reference"]) for r in claim["rows"]] == [
+        ("base", "250", True), ("base", "ddim50", False), ("base", "ddim25", False),
+        ("upsampler", "250", True), ("upsampler", "fast27", False)]
+    assert claim["rows"][1]["seconds_per_sample"] == 0.4 and claim["rows"][2]["fid"] == 150.0
+    verdicts = {c["check"]: c["holds"] for c in claim["checks"]}
+    assert len(verdicts) == 6 and not claim["holds"]
+    # ddim50 loses 0.02 accuracy and 10% FID: little; ddim25 loses 0.10 and 50%: too much; the upsampler's
+    # fast27 is checked against the upsampler's own 250 steps, not the base's
+    assert [k for k, ok in verdicts.items() if not ok] == [
+        "base: ddim25 (ddim) against 250: caption accuracy at most 0.05 lower", "base: ddim25 (ddim) against 250: FID at most 1.2x"]
+    assert "0.800 -> 0.700 (-0.100)" in claim["checks"][2]["detail"] and "(x1.50)" in claim["checks"][3]["detail"]
+    assert fewer_steps_claim(runs[:2])["holds"]
+    with pytest.raises(ValueError, match="fewer-step sampler"):
+        fewer_steps_claim(runs[:1])

@@ -99,6 +99,35 @@ def test_the_evaluate_stage_reports_both_settings_is_reused_and_samples_only_a_n
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_the_claims_stage_measures_fewer_steps_on_the_evaluate_stages_prompts(evaluated, glide_cli, capsys):
+    """Claim 5: one `glide evaluate` per base sampler at the claims' guidance, on the evaluate stage's prompts
+    and reference; the table, its checks against the first (reference) sampler, and the page."""
+    root, out, run, config = evaluated
+    claims = {"guidance": 3, "fewer_steps": {"base": ["4", "ddim2"], "samples": 2}}
+    write(config, {**run, "claims": claims}, EVALUATE)
+    assert glide_cli("run", config, "--from", "claims") == 0
+    printed = capsys.readouterr().out
+    prompts = out / "evaluation-world" / "prompts.txt"
+    assert f"--prompts {prompts} --reference {out / 'evaluation-world' / 'world' / 'images'} --guidance 3" in printed
+    data = json.loads((out / "claims" / "claims.json").read_text())
+    claim = data["claims"]["fewer_steps"]
+    assert [(r["stage"], r["steps"], r["sampler"], r["reference"], r["samples"]) for r in claim["rows"]] == [
+        ("base", "4", "ddpm", True, 2), ("base", "ddim2", "ddim", False, 2)]
+    for row in claim["rows"]:
+        assert row["fid"] is not None and 0 <= row["all_attributes"] <= 1 and row["seconds_per_sample"] > 0
+    assert [c["check"] for c in claim["checks"]] == ["base: ddim2 (ddim) against 4: caption accuracy at most 0.05 lower",
+                                                     "base: ddim2 (ddim) against 4: FID at most 1.2x"]
+    lineage = json.loads((out / "claims" / "fewer-steps" / "base-ddim2" / "lineage.json").read_text())
+    assert lineage["sampler"]["steps"] == "ddim2" and lineage["prompts"]["path"] == str(prompts)
+    assert "fewer_steps" not in data["missing"] and "trains no unfiltered base" in data["missing"]["filtering"]
+    page = (out / "claims" / "index.html").read_text()
+    assert 'id="fewer-steps-table"' in page and (out / "claims" / "plots" / "fewer-steps.png").is_file()
+    assert "claim fewer_steps: " in printed
+
+
+@pytest.mark.slow
+@pytest.mark.integration
 def test_the_summary_prints_the_filter_figures_and_the_evaluation_of_a_run(evaluated, capsys):
     from pipeline.demo_summary import main
 

@@ -8,8 +8,12 @@ OUT/claims (claims.json, index.html; evaluation.claims_page).
                   (train-base-unfiltered), counted (evaluation.category_draws); the filters' fit
                   figures beside them
 
+    5  fewer steps  one `glide evaluate` per sampler (run.claims.fewer_steps: 250-step ancestral, DDIM 50
+                  and 25 for the base; 250 steps and fast27 for the upsampler) at the claims' guidance on
+                  the evaluate stage's prompts, reference and features, into OUT/claims/fewer-steps/
+
 A claim whose inputs the pipeline lacks (no evaluate stage, no unfiltered base) is listed as not
-measured, with why. Claims 2, 4 and 5 (CLIP guidance, inpainting, fewer steps) are not measured yet.
+measured, with why. Claims 2 and 4 (CLIP guidance, inpainting) are not measured yet.
 """
 from __future__ import annotations
 
@@ -21,8 +25,7 @@ from pathlib import Path
 import shards as sh
 
 NOT_YET = {"clip guidance (claim 2)": "not built yet: needs a noised CLIP trained by the pipeline",
-           "inpainting (claim 4)": "not built yet: needs the inpainting fine-tune and a seam metric",
-           "fewer steps (claim 5)": "not built yet: needs DDIM 25/50 vs 250-step and fast27 sweeps"}
+           "inpainting (claim 4)": "not built yet: needs the inpainting fine-tune and a seam metric"}
 
 
 def _detector(ctx, out: Path):
@@ -72,9 +75,43 @@ def _filters_fit(filters: str | None) -> dict:
     return {f.name: dict(f.info) for f in load_filters(filters).filters}
 
 
+def _fewer_steps(ctx, base: str, evaluation: Path, out: Path, upsampler: str | None) -> list[dict]:
+    """Claim 5's evaluations, one report per sampler under OUT/fewer-steps; their rows for
+    evaluation.claims.fewer_steps_claim."""
+    from pipeline.run.stages import glide
+    from training.sampling.session import SampleSettings
+
+    c, e = ctx.run.claims, ctx.run.evaluate
+    fs = c.fewer_steps
+    lineage = json.loads((evaluation / "lineage.json").read_text())
+    prompts, reference = lineage["prompts"]["path"], lineage["reference"]["folder"]
+    samples = fs.samples or e.samples_per_setting
+    plan = [("base", spec, e.upsampler_steps) for spec in fs.base]
+    if upsampler:
+        plan += [("upsampler", e.steps, spec) for spec in fs.upsampler]
+    runs = []
+    for stage, base_steps, upsampler_steps in plan:
+        spec = base_steps if stage == "base" else upsampler_steps
+        report = out / "fewer-steps" / f"{stage}-{spec}"
+        glide("evaluate", "--model", base, *(["--upsampler", upsampler, "--upsampler-steps", upsampler_steps]
+                                             if upsampler else []),
+              "--prompts", prompts, "--reference", reference, "--guidance", f"{c.guidance:g}", "--features", e.features,
+              *(["--scene-classifier", e.scene_classifier] if e.scene_classifier else []),
+              "--samples-per-setting", samples, "--batch-size", e.batch_size, "--steps", base_steps,
+              *([] if e.low_res_consistency else ["--no-low-res-consistency"]), "--seed", e.seed,
+              *(["--workers", e.workers] if e.workers else []), "-o", report)
+        metrics = json.loads((report / "metrics.json").read_text())["settings"]
+        done = json.loads((report / "lineage.json").read_text())
+        sampler = SampleSettings(steps=spec).method if stage == "base" else "ddpm"
+        runs.append({"stage": stage, "steps": spec, "sampler": sampler, "metrics": next(iter(metrics.values())),
+                     "report": str(report.relative_to(out)),
+                     "seconds_per_sample": round(done["sampling_seconds"] / done["sampled"], 3) if done["sampled"] else None})
+    return runs
+
+
 def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
     from evaluation.category_draws import category_draw_rates
-    from evaluation.claims import filtering_claim, guidance_claim
+    from evaluation.claims import fewer_steps_claim, filtering_claim, guidance_claim
     from evaluation.claims_page import CLAIMS_FILE, build_claims_page
     from pipeline.provenance import git_state
     from pipeline.run.stages import CLAIMS, EVALUATION, FILTERS, model
@@ -119,6 +156,17 @@ def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
                                                       _filters_fit(reads.get(FILTERS)))
     else:
         data["missing"]["filtering"] = "the pipeline trains no unfiltered base (run.train.base-unfiltered)"
+
+    if c.fewer_steps is None:
+        data["missing"]["fewer_steps"] = "run.claims.fewer_steps is null"
+    elif not evaluation:
+        data["missing"]["fewer_steps"] = "the pipeline has no evaluate stage (its prompts, reference and features)"
+    else:
+        runs = _fewer_steps(ctx, reads[model("base")], Path(evaluation), out, upsampler)
+        try:
+            data["claims"]["fewer_steps"] = fewer_steps_claim(runs)
+        except ValueError as e:
+            data["missing"]["fewer_steps"] = str(e)
 
     sh.write_json_atomic(str(out / CLAIMS_FILE), data)
     page = build_claims_page(out)

@@ -100,6 +100,36 @@ class DetectorStageConfig(_Section):
                                                                     "images each threshold may flag")
 
 
+def _respacing(spec: str) -> str:
+    from training.diffusion.respace import space_timesteps
+
+    try:  # the demo's models have 1000 steps; a model with fewer is checked again when it samples
+        space_timesteps(1000, spec)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    return spec
+
+
+class FewerStepsConfig(_Section):
+    """Claim 5: one `glide evaluate` per sampler at the claims' guidance, on the evaluate stage's prompts,
+    reference and features; the first spec of each list is the reference the others are checked against."""
+
+    base: list[str] = Field(["250", "ddim50", "ddim25"], min_length=1,
+                            description="base samplers (respacing specs: N is ancestral, ddimN is DDIM)")
+    upsampler: list[str] = Field(["250", "fast27"], description="upsampler samplers, on the base's samples "
+                                                                 "at the evaluate stage's steps (empty: none)")
+    samples: Optional[PositiveInt] = Field(None, description="samples per sampler (default: the evaluate stage's "
+                                                             "samples_per_setting)")
+
+    @field_validator("base", "upsampler")
+    @classmethod
+    def _specs(cls, value: list[str]) -> list[str]:
+        value = [_respacing(str(v)) for v in value]
+        if len(set(value)) != len(value):
+            raise ValueError("a sampler is listed twice")
+        return value
+
+
 class ClaimsStageConfig(_Section):
     """The `claims` stage: the paper's claims measured on this pipeline's models, into OUT/claims
     (claims.json, index.html). Claim 1 reads the evaluate stage's report; claim 3 samples the filtered
@@ -111,6 +141,8 @@ class ClaimsStageConfig(_Section):
     seed: int = Field(0, description="first noise seed (sample j of a prompt: seed + j)")
     upsample: bool = Field(True, description="upsample the draws (the upsampler as the evaluate stage picks it)")
     detector: DetectorStageConfig = Field(default_factory=DetectorStageConfig)
+    fewer_steps: Optional[FewerStepsConfig] = Field(default_factory=FewerStepsConfig,
+                                                    description="claim 5's samplers (null: not measured)")
 
 
 class RunConfig(_Section):
