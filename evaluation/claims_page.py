@@ -6,6 +6,7 @@ without sampling.
 
 claims.json: {"command", "commit", "claims": {"guidance": evaluation.claims.guidance_claim(...),
 "filtering": evaluation.claims.filtering_claim(...),
+"clip_guidance": evaluation.claims.clip_guidance_claim(...),
 "fewer_steps": evaluation.claims.fewer_steps_claim(...)}, "evaluation": {"metrics", "settings"} (the
 evaluation report's, for the trade-off curves), "draws": {model: {category: [PNG paths]}},
 "detector": its calibration, "missing": {claim: why it was not measured}}.
@@ -59,6 +60,33 @@ def draw_rate_plot(rows: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def clip_guidance_plot(rows: list[dict], out: Path) -> None:
+    """CLIP score against all-attribute caption accuracy, one point per setting: the classifier-free
+    scales joined by a line, the CLIP-guided ones apart."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for guided, colour, label in ((False, "#4a6fa5", "classifier-free guidance"), (True, "#c0504d", "CLIP guidance")):
+        pts = [r for r in rows if (r["clip_guidance"] is not None) == guided and r["clip_score"] is not None
+               and r["all_attributes"] is not None]
+        if not pts:
+            continue
+        ax.plot([r["all_attributes"] for r in pts], [r["clip_score"] for r in pts], "o-" if not guided else "s",
+                color=colour, label=label)
+        for r in pts:
+            scale = r["clip_guidance"] if guided else r["guidance"]
+            ax.annotate(f"{scale:g}", (r["all_attributes"], r["clip_score"]), textcoords="offset points", xytext=(4, 3),
+                        fontsize=8)
+    ax.set_xlabel("caption accuracy (all attributes)")
+    ax.set_ylabel("CLIP score (clean CLIP)")
+    ax.set_title("What CLIP sees against what the samples show")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def fewer_steps_plot(rows: list[dict], out: Path) -> None:
     """Two panels per sampler: all-attribute caption accuracy and FID, base and upsampler rows side by side."""
     plt = _pyplot()
@@ -91,6 +119,9 @@ def build_claims_page(out: Path) -> Path:
     filtering = claims.get("filtering")
     if filtering:
         draw_rate_plot(filtering["rows"], out / "plots" / "draw-rates.png")
+    clip_guidance = claims.get("clip_guidance")
+    if clip_guidance:
+        clip_guidance_plot(clip_guidance["rows"], out / "plots" / "clip-guidance.png")
     fewer_steps = claims.get("fewer_steps")
     if fewer_steps:
         fewer_steps_plot(fewer_steps["rows"], out / "plots" / "fewer-steps.png")
@@ -105,7 +136,8 @@ def build_claims_page(out: Path) -> Path:
     env.filters["pct"], env.filters["num"] = _pct, _fmt
     html = env.get_template(TEMPLATE).render(style=report_style(), data=data, claims=claims, plots=plots, plot_notes=plot_notes,
                                              draw_plot="plots/draw-rates.png" if filtering else None, grids=grids,
-                                             steps_plot="plots/fewer-steps.png" if fewer_steps else None)
+                                             steps_plot="plots/fewer-steps.png" if fewer_steps else None,
+                                             clip_plot="plots/clip-guidance.png" if clip_guidance else None)
     page = out / "index.html"
     sh.write_bytes_atomic(str(page), html.encode())
     return page

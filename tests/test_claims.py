@@ -2,7 +2,7 @@
 whether each held; a claim that did not hold is reported as such, never hidden."""
 import pytest
 
-from evaluation.claims import fewer_steps_claim, filtering_claim, guidance_claim
+from evaluation.claims import clip_guidance_claim, fewer_steps_claim, filtering_claim, guidance_claim
 
 
 def report(points):
@@ -97,3 +97,36 @@ def test_fewer_steps_claim_checks_each_sampler_against_its_stages_250_step_refer
     assert fewer_steps_claim(runs[:2])["holds"]
     with pytest.raises(ValueError, match="fewer-step sampler"):
         fewer_steps_claim(runs[:1])
+
+
+def with_clip_guidance(points, guided):
+    """A guidance report plus CLIP-guided settings: guided = {clip scale: (clip score, all-attribute accuracy)}."""
+    metrics, settings = report(points)
+    for c, (score, acc) in guided.items():
+        name = f"guidance-1-clip-{c:g}"
+        settings[name] = {"guidance": 1.0, "clip_guidance": c}
+        metrics["settings"][name] = {"samples": 64, "fid": 120.0, "clip_score": score,
+                                     "caption_accuracy": {"colour": acc, "all": acc}}
+    return metrics, settings
+
+
+def test_clip_guidance_claim_holds_when_clip_guidance_wins_on_clip_score_but_not_on_accuracy():
+    # classifier-free: clip score 0.21 / 0.23 at scales 1 / 3, all-attribute accuracy 0.45 / 0.63
+    points = {1: (0.50, 0.8, 0.6), 3: (0.70, 0.9, 0.5)}
+    claim = clip_guidance_claim(*with_clip_guidance(points, {2: (0.26, 0.40), 5: (0.30, 0.50)}))
+    assert claim["holds"] and claim["compared"] == ["guidance-3", "guidance-1-clip-5"]
+    assert [r["setting"] for r in claim["rows"]] == ["guidance-1", "guidance-3", "guidance-1-clip-2", "guidance-1-clip-5"]
+    assert "0.230 vs 0.300" in claim["checks"][0]["detail"] and "0.630 vs 0.500" in claim["checks"][1]["detail"]
+    # CLIP guidance that really draws the captions better: the hypothesis is not borne out
+    fair = clip_guidance_claim(*with_clip_guidance(points, {5: (0.30, 0.80)}))
+    assert not fair["holds"] and [c["holds"] for c in fair["checks"]] == [True, False]
+    # a CLIP score below classifier-free guidance's
+    weak = clip_guidance_claim(*with_clip_guidance(points, {5: (0.22, 0.30)}))
+    assert [c["holds"] for c in weak["checks"]] == [False, True]
+    with pytest.raises(ValueError, match="CLIP-guided and classifier-free"):
+        clip_guidance_claim(*report(points))
+    metrics, settings = with_clip_guidance(points, {5: (0.30, 0.5)})
+    for m in metrics["settings"].values():
+        m["clip_score"] = None
+    unscored = clip_guidance_claim(metrics, settings)
+    assert not unscored["holds"] and "no CLIP score" in unscored["checks"][0]["detail"]

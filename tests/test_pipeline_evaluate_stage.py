@@ -35,7 +35,7 @@ def plan_of(glide_cli, capsys, config) -> dict:
 def write(config, run, evaluate):
     scene = config.parent / "scene-classifier"  # a copy of the shipped one: the test changes it
     evaluate = {"features": f"scene:{scene}", "scene_classifier": str(scene), **evaluate}
-    return write_pipeline(config, {**run, "train": {"base": TRAIN}, "sample": SAMPLE, "evaluate": evaluate},
+    return write_pipeline(config, {"train": {"base": TRAIN}, **run, "sample": SAMPLE, "evaluate": evaluate},
                           embed={"clip": str(config.parent / "clip")},
                           sample_world={"image_size": 32, "max_shapes": 1})
 
@@ -100,17 +100,30 @@ def test_the_evaluate_stage_reports_both_settings_is_reused_and_samples_only_a_n
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_the_claims_stage_measures_fewer_steps_on_the_evaluate_stages_prompts(evaluated, glide_cli, capsys):
-    """Claim 5: one `glide evaluate` per base sampler at the claims' guidance, on the evaluate stage's prompts
-    and reference; the table, its checks against the first (reference) sampler, and the page."""
+def test_the_claims_stage_measures_clip_guidance_and_fewer_steps(evaluated, glide_cli, capsys):
+    """Claim 2: train-clip trains a noised CLIP on the filtered pairs, the evaluate stage adds a CLIP-guided
+    setting scored by another (clean) CLIP. Claim 5: one `glide evaluate` per base sampler at the claims'
+    guidance, on the evaluate stage's prompts and reference. Their tables, checks and the page."""
     root, out, run, config = evaluated
+    clip_train = {**TRAIN, "model": "tiny-clip", "batch_size": 4}
     claims = {"guidance": 3, "fewer_steps": {"base": ["4", "ddim2"], "samples": 2}}
-    write(config, {**run, "claims": claims}, EVALUATE)
-    assert glide_cli("run", config, "--from", "claims") == 0
+    evaluate = {**EVALUATE, "clip_guidance": [2], "score_clip": str(root / "clip")}
+    write(config, {**run, "train": {"base": TRAIN, "clip": clip_train}, "claims": claims}, evaluate)
+    assert glide_cli("run", config) == 0
     printed = capsys.readouterr().out
+    assert f"$ glide train clip --data {out / 'dataset-filtered'} -o {out / 'runs' / 'clip'}" in printed
+    assert f"--clip-guidance 2 --clip {out / 'runs' / 'clip'} -o {out / 'evaluation'}" in printed
+    data = json.loads((out / "claims" / "claims.json").read_text())
+
+    clip_claim = data["claims"]["clip_guidance"]
+    assert {r["setting"] for r in clip_claim["rows"]} >= {"guidance-1", "guidance-3", "guidance-1-clip-2"}
+    assert all(r["clip_score"] is not None for r in clip_claim["rows"])   # scored by the clean CLIP
+    assert len(clip_claim["checks"]) == 2 and clip_claim["compared"][1] == "guidance-1-clip-2"
+    assert json.loads((out / "evaluation" / "settings.json").read_text())["guidance-1-clip-2"]["clip"] == \
+        str(out / "runs" / "clip")
+
     prompts = out / "evaluation-world" / "prompts.txt"
     assert f"--prompts {prompts} --reference {out / 'evaluation-world' / 'world' / 'images'} --guidance 3" in printed
-    data = json.loads((out / "claims" / "claims.json").read_text())
     claim = data["claims"]["fewer_steps"]
     assert [(r["stage"], r["steps"], r["sampler"], r["reference"], r["samples"]) for r in claim["rows"]] == [
         ("base", "4", "ddpm", True, 2), ("base", "ddim2", "ddim", False, 2)]
@@ -120,10 +133,12 @@ def test_the_claims_stage_measures_fewer_steps_on_the_evaluate_stages_prompts(ev
                                                      "base: ddim2 (ddim) against 4: FID at most 1.2x"]
     lineage = json.loads((out / "claims" / "fewer-steps" / "base-ddim2" / "lineage.json").read_text())
     assert lineage["sampler"]["steps"] == "ddim2" and lineage["prompts"]["path"] == str(prompts)
-    assert "fewer_steps" not in data["missing"] and "trains no unfiltered base" in data["missing"]["filtering"]
+    assert "trains no unfiltered base" in data["missing"]["filtering"]
+    assert "fewer_steps" not in data["missing"] and "clip_guidance" not in data["missing"]
     page = (out / "claims" / "index.html").read_text()
-    assert 'id="fewer-steps-table"' in page and (out / "claims" / "plots" / "fewer-steps.png").is_file()
-    assert "claim fewer_steps: " in printed
+    assert 'id="fewer-steps-table"' in page and 'id="clip-guidance-table"' in page
+    assert (out / "claims" / "plots" / "fewer-steps.png").is_file() and (out / "claims" / "plots" / "clip-guidance.png").is_file()
+    assert "claim fewer_steps: " in printed and "claim clip_guidance: " in printed
 
 
 @pytest.mark.slow

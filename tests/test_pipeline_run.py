@@ -38,6 +38,8 @@ def actions(plan: dict) -> list[str]:
      "evaluate reads model-base, which no stage before it writes"),
     ({"claims": {"fewer_steps": {"base": ["250", "ddim2x"]}}}, "'run.claims.fewer_steps.base': bad respacing 'ddim2x'"),
     ({"claims": {"fewer_steps": {"upsampler": ["fast27", "fast27"]}}}, "a sampler is listed twice"),
+    ({"evaluate": {"features": "scene:clf", "clip_guidance": [2]}}, "evaluate.clip_guidance needs a noised CLIP"),
+    ({"train": {"inpaintt": {}}}, "run.train.inpaintt"),
 ])
 def test_a_bad_pipeline_config_is_one_line_naming_the_key_and_file(tmp_path, capsys, glide_cli, run, message):
     config = write_pipeline(tmp_path / "p.yaml", {"out": str(tmp_path / "out"), "lists": ["urls.parquet"],

@@ -2,6 +2,8 @@
 OUT/claims (claims.json, index.html; evaluation.claims_page).
 
     1  guidance   from the evaluate stage's report (metrics.json, settings.json): evaluation.claims
+    2  CLIP guidance  from the same report's CLIP-guided settings (run.evaluate.clip_guidance: the noised
+                  CLIP of train-clip guides, run.evaluate.score_clip scores)
     3  filtering  the stand-in detector (trained and calibrated on two worlds of the sample_world
                   section with other seeds, or run.claims.detector.path), then the same category
                   prompts sampled from the filtered base (train-base) and the unfiltered one
@@ -13,7 +15,7 @@ OUT/claims (claims.json, index.html; evaluation.claims_page).
                   the evaluate stage's prompts, reference and features, into OUT/claims/fewer-steps/
 
 A claim whose inputs the pipeline lacks (no evaluate stage, no unfiltered base) is listed as not
-measured, with why. Claims 2 and 4 (CLIP guidance, inpainting) are not measured yet.
+measured, with why. Claim 4 (inpainting) is not measured yet.
 """
 from __future__ import annotations
 
@@ -24,8 +26,7 @@ from pathlib import Path
 
 import shards as sh
 
-NOT_YET = {"clip guidance (claim 2)": "not built yet: needs a noised CLIP trained by the pipeline",
-           "inpainting (claim 4)": "not built yet: needs the inpainting fine-tune and a seam metric"}
+NOT_YET = {"inpainting (claim 4)": "not built yet: needs the inpainting fine-tune and a seam metric"}
 
 
 def _detector(ctx, out: Path):
@@ -111,7 +112,7 @@ def _fewer_steps(ctx, base: str, evaluation: Path, out: Path, upsampler: str | N
 
 def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
     from evaluation.category_draws import category_draw_rates
-    from evaluation.claims import fewer_steps_claim, filtering_claim, guidance_claim
+    from evaluation.claims import clip_guidance_claim, fewer_steps_claim, filtering_claim, guidance_claim
     from evaluation.claims_page import CLAIMS_FILE, build_claims_page
     from pipeline.provenance import git_state
     from pipeline.run.stages import CLAIMS, EVALUATION, FILTERS, model
@@ -132,8 +133,12 @@ def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
             data["claims"]["guidance"] = guidance_claim(metrics, settings)
         except ValueError as e:
             data["missing"]["guidance"] = str(e)
+        try:
+            data["claims"]["clip_guidance"] = clip_guidance_claim(metrics, settings)
+        except ValueError as e:
+            data["missing"]["clip_guidance"] = f"{e} (run.evaluate.clip_guidance, with run.train.clip or run.evaluate.clip)"
     else:
-        data["missing"]["guidance"] = "the pipeline has no evaluate stage (run.evaluate)"
+        data["missing"]["guidance"] = data["missing"]["clip_guidance"] = "the pipeline has no evaluate stage (run.evaluate)"
 
     unfiltered = reads.get(model("base-unfiltered"))
     if unfiltered:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator,
+                      model_validator)
 
 from pipeline.demo_filters import DEMO_PLAN
 from pipeline.evaluation_demo import HELD_OUT_SEED, REFERENCE_IMAGES
@@ -80,6 +81,11 @@ class EvaluateStageConfig(_Section):
     upsampler: Optional[str] = Field(None, description="upsampler checkpoint (default: the train-upsampler "
                                                        "stage's run, else run.sample.upsampler)")
     workers: Optional[PositiveInt] = Field(None, description="sampling actors (speed only; default: one per CPU)")
+    clip_guidance: list[PositiveFloat] = Field(default_factory=list, description="CLIP guidance scales (each a "
+                                                                                  "setting without classifier-free guidance)")
+    clip: Optional[str] = Field(None, description="noised CLIP of the CLIP guidance (default: the train-clip stage's run)")
+    score_clip: Optional[str] = Field(None, description="CLIP of the CLIP score: a clean CLIP checkpoint or open_clip "
+                                                        "ARCH=WEIGHTS (none: no CLIP score)")
 
 
 class DetectorStageConfig(_Section):
@@ -160,10 +166,12 @@ class RunConfig(_Section):
                                                     "none: the label stage answers from the world's ground truth")
     label_plan: LabelPlanConfig = Field(default_factory=LabelPlanConfig)
     fit_config: Optional[str] = Field(None, description="label stage: config file of its fits (default: this file)")
-    train: dict[Literal["base", "upsampler", "base-unfiltered"], dict[str, Any]] = Field(
+    train: dict[Literal["base", "upsampler", "base-unfiltered", "clip", "inpaint"], dict[str, Any]] = Field(
         default_factory=dict, description="kind -> `train` keys that differ for that kind's run (e.g. {base: "
                                           "{init: checkpoints/demo/base, max_steps: 100}}); a kind listed is "
-                                          "trained; base-unfiltered: the base's recipe on the unfiltered crawl")
+                                          "trained; base-unfiltered: the base's recipe on the unfiltered crawl; "
+                                          "clip: a CLIP on the pairs (noised by default: the evaluate stage's CLIP "
+                                          "guidance); inpaint: the pipeline's base fine-tuned for inpainting")
     sample: Optional[SampleStageConfig] = Field(None, description="the sample stage (absent: not run)")
     evaluate: Optional[EvaluateStageConfig] = Field(None, description="the evaluate stage (absent: not run)")
     claims: Optional[ClaimsStageConfig] = Field(None, description="the claims stage (absent: not run)")
@@ -179,3 +187,9 @@ class RunConfig(_Section):
         if value is not None and len(set(value)) != len(value):
             raise ValueError("a stage is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _clip_for_guidance(self):
+        if self.evaluate and self.evaluate.clip_guidance and not self.evaluate.clip and "clip" not in self.train:
+            raise ValueError("evaluate.clip_guidance needs a noised CLIP: evaluate.clip, or a train-clip stage (train.clip)")
+        return self

@@ -213,8 +213,9 @@ def _run_filter(ctx: Context, reads: dict, writes: dict) -> None:
 # --------------------------------------------------------------------------------------------------
 # train KIND
 # --------------------------------------------------------------------------------------------------
-TRAINED_KIND = {"base-unfiltered": "base"}   # run.train key -> what `glide train` trains
+TRAINED_KIND = {"base-unfiltered": "base", "inpaint": "base-inpaint"}   # run.train key -> what `glide train` trains
 TRAIN_DATA = {"base-unfiltered": CRAWL}       # run.train key -> the pairs it reads (default: PAIRS)
+TRAIN_INIT = {"inpaint": model("base")}       # run.train key -> the model it starts from (unless init is given)
 
 
 def train_section(ctx: Context, kind: str):
@@ -247,7 +248,8 @@ def _run_train(kind: str):
         Path(config).parent.mkdir(parents=True, exist_ok=True)
         Path(config).write_text(f"# written by glide run from {ctx.config_file} (run.train.{kind} applied)\n"
                                 + to_yaml(resolved))
-        glide("train", TRAINED_KIND.get(kind, kind), "--data", reads[TRAIN_DATA.get(kind, PAIRS)],
+        init = [] if kind not in TRAIN_INIT or train_section(ctx, kind).init else ["--init", reads[TRAIN_INIT[kind]]]
+        glide("train", TRAINED_KIND.get(kind, kind), "--data", reads[TRAIN_DATA.get(kind, PAIRS)], *init,
               "-o", writes[model(kind)], "--config", config)
     return run
 
@@ -323,13 +325,29 @@ def _evaluate_external(ctx: Context) -> dict:
     if e is None:
         return {}
     external = {"features": tree_digest(_features_path(e.features)) if _features_path(e.features) else e.features}
-    for key in ("scene_classifier", "prompts", "reference"):
+    for key in ("scene_classifier", "prompts", "reference", "clip"):
         if getattr(e, key):
             external[key] = tree_digest(getattr(e, key))
+    if e.score_clip:
+        external["score_clip"] = tree_digest(_features_path(f"clip:{e.score_clip}")) if _features_path(f"clip:{e.score_clip}") \
+            else e.score_clip
     upsampler = _evaluate_outside_upsampler(ctx)
     if upsampler:  # digested even when a trained upsampler takes its place, as the sample stage does
         external["upsampler"] = checkpoint_digest(upsampler)
     return external
+
+
+def _clip_guidance_args(ctx: Context, reads: dict) -> list:
+    """--clip-guidance, --clip (run.evaluate.clip, else the train-clip stage's run) and --score-clip."""
+    e = ctx.run.evaluate
+    args = ["--score-clip", e.score_clip] if e.score_clip else []
+    if e.clip_guidance:
+        clip = e.clip or reads.get(model("clip"))
+        if not clip:
+            raise sh.UserError(f"{ctx.config_file}: run.evaluate.clip_guidance needs a noised CLIP: run.evaluate.clip "
+                               "or a train-clip stage (run.train.clip)")
+        args += ["--clip-guidance", ",".join(f"{g:g}" for g in e.clip_guidance), "--clip", clip]
+    return args
 
 
 def _run_evaluate(ctx: Context, reads: dict, writes: dict) -> None:
@@ -351,7 +369,7 @@ def _run_evaluate(ctx: Context, reads: dict, writes: dict) -> None:
           "--samples-per-setting", e.samples_per_setting, "--batch-size", e.batch_size, "--steps", e.steps,
           "--upsampler-steps", e.upsampler_steps,
           *([] if e.low_res_consistency else ["--no-low-res-consistency"]), "--seed", e.seed, *(["--workers", e.workers] if e.workers else []),
-          "-o", writes[EVALUATION])
+          *_clip_guidance_args(ctx, reads), "-o", writes[EVALUATION])
     for line in caption_accuracy_lines(Path(writes[EVALUATION])):
         print(f"  {line}", flush=True)
 
@@ -434,10 +452,11 @@ STAGES: list[Stage] = [
           lambda ctx: {PAIRS: ctx.dataset("dataset-filtered")},
           lambda ctx: {"filter": _without(ctx.config.filter, "workers", "shard_retries", "kernel_memory_mb")},
           _run_filter),
-    *[Stage(f"train-{kind}", (lambda k: lambda ctx: k in ctx.run.train)(kind), (TRAIN_DATA.get(kind, PAIRS),),
+    *[Stage(f"train-{kind}", (lambda k: lambda ctx: k in ctx.run.train)(kind),
+            (TRAIN_DATA.get(kind, PAIRS),) + ((TRAIN_INIT[kind],) if kind in TRAIN_INIT else ()),
             (lambda k: lambda ctx: {model(k): ctx.local("runs", k)})(kind), _train_identity(kind), _run_train(kind),
             _train_external(kind), fresh_on_change=True)
-      for kind in ("base", "upsampler", "base-unfiltered")],
+      for kind in ("base", "upsampler", "base-unfiltered", "clip", "inpaint")],
     Stage("sample", lambda ctx: ctx.run.sample is not None, (model("base"),), lambda ctx: {SAMPLES: ctx.local("samples")},
           lambda ctx: {"sample": ctx.run.sample.model_dump(mode="json") if ctx.run.sample else None}, _run_sample,
           lambda ctx: {"upsampler": checkpoint_digest(ctx.run.sample.upsampler)}
@@ -445,7 +464,7 @@ STAGES: list[Stage] = [
           optional_reads=(model("upsampler"),), fresh_on_change=True),
     # not fresh_on_change: the report's sample cache keeps what is still valid (see _run_evaluate)
     Stage("evaluate", lambda ctx: ctx.run.evaluate is not None, (model("base"),), _evaluate_writes,
-          _evaluate_identity, _run_evaluate, _evaluate_external, optional_reads=(model("upsampler"),)),
+          _evaluate_identity, _run_evaluate, _evaluate_external, optional_reads=(model("upsampler"), model("clip"))),
     Stage("claims", lambda ctx: ctx.run.claims is not None, (model("base"),), lambda ctx: {CLAIMS: ctx.local("claims")},
           _claims_identity, _run_claims, _claims_external,
           optional_reads=(model("base-unfiltered"), model("upsampler"), EVALUATION, FILTERS), fresh_on_change=True),
