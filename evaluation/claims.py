@@ -24,6 +24,12 @@ them. Read from two `evaluation.category_draws` tables (the stand-in detector's 
 filters' fit (their held-out FNR bounds). It holds when every category's rate is under `max_filtered`
 for the filtered model and over `min_unfiltered` for the unfiltered one.
 
+Claim 4 (inpainting, Section 4.2 and Appendix E): a model fine-tuned for inpainting fills a mask so
+that it fits its surround better than the plain model sampled in replacement mode. Read from
+`evaluation.inpainting.inpainting_table` (the same masks and prompts for both). It holds when the
+fine-tuned model's seam (the mean RGB step across the mask's edge) is below the replacement mode's;
+the caption accuracy inside the mask is reported for both, unchecked.
+
 Claim 5 (fewer steps): DDIM with 25 and 50 steps against 250-step ancestral sampling for the base,
 and the paper's fast27 schedule against 250 steps for the upsampler. Read from one `glide evaluate`
 report per sampler (same prompts, seeds and guidance). The paper gives no threshold; this project
@@ -177,3 +183,17 @@ def fewer_steps_claim(runs: list[dict], accuracy_slack: float = ACCURACY_SLACK, 
     if not checks:
         raise ValueError("claim 5 needs a reference sampler and at least one fewer-step sampler of a stage")
     return {"claim": "fewer_steps", "rows": rows, "checks": checks, "holds": all(c["holds"] for c in checks)}
+
+
+def inpainting_claim(table: dict) -> dict:
+    """Claim 4 from an inpainting table with the modes "finetuned" and "replace"."""
+    modes = table["modes"]
+    if not {"finetuned", "replace"} <= set(modes):
+        raise ValueError("claim 4 needs the fine-tuned model's and the replacement mode's fills of the same masks")
+    rows = [{"mode": mode, **{k: modes[mode].get(k) for k in ("seam", "seam_std", "colour", "kind", "background", "all",
+                                                               "samples")}} for mode in ("finetuned", "replace")]
+    ft, rp = modes["finetuned"]["seam"], modes["replace"]["seam"]
+    checks = [_check("the fine-tuned model's seam is below the replacement mode's", ft < rp,
+                     f"{ft:.4f} vs {rp:.4f} (the original images: {table['original_seam']:.4f})")]
+    return {"claim": "inpainting", "rows": rows, "checks": checks, "holds": all(c["holds"] for c in checks),
+            "original_seam": table["original_seam"], "tasks": table.get("tasks")}

@@ -4,12 +4,14 @@ without sampling.
 
     build_claims_page(Path("CLAIMS"))      # draws plots/ and grids/, writes index.html; returns its path
 
-claims.json: {"command", "commit", "claims": {"guidance": evaluation.claims.guidance_claim(...),
-"filtering": evaluation.claims.filtering_claim(...),
-"clip_guidance": evaluation.claims.clip_guidance_claim(...),
-"fewer_steps": evaluation.claims.fewer_steps_claim(...)}, "evaluation": {"metrics", "settings"} (the
-evaluation report's, for the trade-off curves), "draws": {model: {category: [PNG paths]}},
-"detector": its calibration, "missing": {claim: why it was not measured}}.
+claims.json: {"command", "commit",
+  "claims": {"guidance": evaluation.claims.guidance_claim(...), "clip_guidance": ...clip_guidance_claim(...),
+             "filtering": ...filtering_claim(...), "inpainting": ...inpainting_claim(...),
+             "fewer_steps": ...fewer_steps_claim(...)},
+  "evaluation": {"metrics", "settings"} (the evaluation report's, for the trade-off curves),
+  "draws": {model: {category: [PNG paths]}}, "detector": its calibration,
+  "inpainting": evaluation.inpainting.inpainting_table(...) plus "prompts", "images" ({mode: [PNG paths]}), "settings",
+  "missing": {claim: why it was not measured}}.
 Rendered by jinja2 with autoescaping: prompts and paths appear as text, never markup.
 """
 from __future__ import annotations
@@ -131,13 +133,22 @@ def build_claims_page(out: Path) -> Path:
             name = f"grids/{model}-{category}.png"
             sample_grid(out, paths[:GRID_SAMPLES], out / name)
             grids.append({"model": model, "category": category, "file": name})
+    inpaint_grids = []
+    for key, label in (("masked", "the masks (grey: erased)"), ("finetuned", "fine-tuned for inpainting"),
+                       ("replace", "base, replacement mode")):
+        paths = ((data.get("inpainting") or {}).get("images") or {}).get(key)
+        if paths:
+            name = f"grids/inpainting-{key}.png"
+            sample_grid(out, paths[:GRID_SAMPLES], out / name)
+            inpaint_grids.append({"label": label, "file": name})
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
                              autoescape=jinja2.select_autoescape(["html"]))
     env.filters["pct"], env.filters["num"] = _pct, _fmt
     html = env.get_template(TEMPLATE).render(style=report_style(), data=data, claims=claims, plots=plots, plot_notes=plot_notes,
                                              draw_plot="plots/draw-rates.png" if filtering else None, grids=grids,
                                              steps_plot="plots/fewer-steps.png" if fewer_steps else None,
-                                             clip_plot="plots/clip-guidance.png" if clip_guidance else None)
+                                             clip_plot="plots/clip-guidance.png" if clip_guidance else None,
+                                             inpaint_grids=inpaint_grids)
     page = out / "index.html"
     sh.write_bytes_atomic(str(page), html.encode())
     return page

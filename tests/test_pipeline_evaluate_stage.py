@@ -100,18 +100,23 @@ def test_the_evaluate_stage_reports_both_settings_is_reused_and_samples_only_a_n
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(900)
-def test_the_claims_stage_measures_clip_guidance_and_fewer_steps(evaluated, glide_cli, capsys):
+def test_the_claims_stage_measures_clip_guidance_inpainting_and_fewer_steps(evaluated, glide_cli, capsys):
     """Claim 2: train-clip trains a noised CLIP on the filtered pairs, the evaluate stage adds a CLIP-guided
-    setting scored by another (clean) CLIP. Claim 5: one `glide evaluate` per base sampler at the claims'
-    guidance, on the evaluate stage's prompts and reference. Their tables, checks and the page."""
+    setting scored by another (clean) CLIP. Claim 4: train-inpaint fine-tunes the pipeline's base for
+    inpainting; it and the base in replacement mode fill the same masks. Claim 5: one `glide evaluate`
+    per base sampler at the claims' guidance, on the evaluate stage's prompts and reference. Their
+    tables, checks and the page."""
     root, out, run, config = evaluated
     clip_train = {**TRAIN, "model": "tiny-clip", "batch_size": 4}
-    claims = {"guidance": 3, "fewer_steps": {"base": ["4", "ddim2"], "samples": 2}}
+    claims = {"guidance": 3, "fewer_steps": {"base": ["4", "ddim2"], "samples": 2},
+              "inpainting": {"images": 3, "steps": "3"}}
     evaluate = {**EVALUATE, "clip_guidance": [2], "score_clip": str(root / "clip")}
-    write(config, {**run, "train": {"base": TRAIN, "clip": clip_train}, "claims": claims}, evaluate)
+    write(config, {**run, "train": {"base": TRAIN, "clip": clip_train, "inpaint": TRAIN}, "claims": claims}, evaluate)
     assert glide_cli("run", config) == 0
     printed = capsys.readouterr().out
     assert f"$ glide train clip --data {out / 'dataset-filtered'} -o {out / 'runs' / 'clip'}" in printed
+    assert (f"$ glide train base-inpaint --data {out / 'dataset-filtered'} --init {out / 'runs' / 'base'} "
+            f"-o {out / 'runs' / 'inpaint'}") in printed
     assert f"--clip-guidance 2 --clip {out / 'runs' / 'clip'} -o {out / 'evaluation'}" in printed
     data = json.loads((out / "claims" / "claims.json").read_text())
 
@@ -134,11 +139,21 @@ def test_the_claims_stage_measures_clip_guidance_and_fewer_steps(evaluated, glid
     lineage = json.loads((out / "claims" / "fewer-steps" / "base-ddim2" / "lineage.json").read_text())
     assert lineage["sampler"]["steps"] == "ddim2" and lineage["prompts"]["path"] == str(prompts)
     assert "trains no unfiltered base" in data["missing"]["filtering"]
-    assert "fewer_steps" not in data["missing"] and "clip_guidance" not in data["missing"]
+    assert set(data["missing"]) == {"filtering"}
+
+    inpainting = data["claims"]["inpainting"]
+    assert [r["mode"] for r in inpainting["rows"]] == ["finetuned", "replace"] and len(inpainting["checks"]) == 1
+    for row in inpainting["rows"]:
+        assert row["seam"] >= 0 and row["samples"] == 3 and 0 <= row["all"] <= 1   # the scene classifier read them
+    for key in ("masked", "finetuned", "replace"):
+        assert len(data["inpainting"]["images"][key]) == 3
+        assert all((out / "claims" / p).is_file() for p in data["inpainting"]["images"][key])
+    assert all(" on a" in p for p in data["inpainting"]["prompts"])
     page = (out / "claims" / "index.html").read_text()
-    assert 'id="fewer-steps-table"' in page and 'id="clip-guidance-table"' in page
+    assert 'id="fewer-steps-table"' in page and 'id="clip-guidance-table"' in page and 'id="inpainting-table"' in page
+    assert (out / "claims" / "grids" / "inpainting-replace.png").is_file()
     assert (out / "claims" / "plots" / "fewer-steps.png").is_file() and (out / "claims" / "plots" / "clip-guidance.png").is_file()
-    assert "claim fewer_steps: " in printed and "claim clip_guidance: " in printed
+    assert "claim fewer_steps: " in printed and "claim clip_guidance: " in printed and "claim inpainting: " in printed
 
 
 @pytest.mark.slow

@@ -10,12 +10,15 @@ OUT/claims (claims.json, index.html; evaluation.claims_page).
                   (train-base-unfiltered), counted (evaluation.category_draws); the filters' fit
                   figures beside them
 
+    4  inpainting the train-inpaint model (mode finetuned) and the base (mode replace) fill the same boxes over
+                  the shapes of one-shape scenes (run.claims.inpainting), asked for another shape:
+                  the seam at the box's edge and the caption accuracy inside (evaluation.inpainting)
     5  fewer steps  one `glide evaluate` per sampler (run.claims.fewer_steps: 250-step ancestral, DDIM 50
                   and 25 for the base; 250 steps and fast27 for the upsampler) at the claims' guidance on
                   the evaluate stage's prompts, reference and features, into OUT/claims/fewer-steps/
 
 A claim whose inputs the pipeline lacks (no evaluate stage, no unfiltered base) is listed as not
-measured, with why. Claim 4 (inpainting) is not measured yet.
+measured, with why.
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from pathlib import Path
 
 import shards as sh
 
-NOT_YET = {"inpainting (claim 4)": "not built yet: needs the inpainting fine-tune and a seam metric"}
 
 
 def _detector(ctx, out: Path):
@@ -110,9 +112,66 @@ def _fewer_steps(ctx, base: str, evaluation: Path, out: Path, upsampler: str | N
     return runs
 
 
+def _inpainting(ctx, base: str, inpaint: str, out: Path, upsampler: str | None) -> dict:
+    """Claim 4's fills: both models on the same masks, prompts and seeds; their PNGs under OUT/inpainting."""
+    import numpy as np
+    from PIL import Image
+
+    from evaluation.inpainting import inpainting_table, inpainting_tasks
+    from evaluation.scene_classifier import SceneClassifier
+    from pipeline.sample_world import generate_world
+    from training.sampling.images import load_image, to_uint8
+    from training.sampling.session import SampleSettings, SamplingSession, SessionConfig
+
+    c = ctx.run.claims
+    p = c.inpainting
+    world = out / "inpainting" / "world"
+    generate_world(ctx.config.sample_world.model_copy(update={
+        "seed": p.world_seed, "count": p.images, "max_shapes": 1, "people_fraction": 0.0, "violence_fraction": 0.0,
+        "hate_fraction": 0.0, "distractor_fraction": 0.0, "false_mention_fraction": 0.0, "bad_rows": False}), world)
+    sessions = {"finetuned": SamplingSession(SessionConfig(base=inpaint, upsampler=upsampler), progress=False),
+                "replace": SamplingSession(SessionConfig(base=base, upsampler=upsampler), progress=False)}
+    size = sessions["replace"].base.model.image_size
+    tasks = inpainting_tasks(world, p.images, size, seed=c.seed)
+    originals = np.concatenate([to_uint8(load_image(t.image, size)) for t in tasks])
+    low, final, paths = {}, {}, {}
+    for mode, session in sessions.items():
+        print(f"claims: inpainting {len(tasks)} masks with the {mode} {'model' if mode == 'finetuned' else 'mode'} "
+              f"({session.config.base})", flush=True)
+        lows, finals = [], []
+        for i, task in enumerate(tasks):
+            settings = SampleSettings(steps=p.steps, guidance=c.guidance, seed=c.seed + i, upsample=bool(upsampler))
+            samples = session.inpaint(task.image, task.regenerate, task.prompt, settings, n=1, mode=mode)
+            finals.append(samples.uint8())
+            lows.append(to_uint8(samples.base_images) if samples.base_images is not None else samples.uint8())
+        low[mode], final[mode] = np.concatenate(lows), np.concatenate(finals)
+        (out / "inpainting" / mode).mkdir(parents=True, exist_ok=True)
+        paths[mode] = []
+        for i, image in enumerate(final[mode]):
+            Image.fromarray(image).save(out / "inpainting" / mode / f"{i:04d}.png")
+            paths[mode].append(f"inpainting/{mode}/{i:04d}.png")
+    (out / "inpainting" / "masked").mkdir(parents=True, exist_ok=True)
+    paths["masked"] = []
+    for i, (image, task) in enumerate(zip(originals, tasks)):
+        masked = image.copy()
+        masked[task.regenerate] = 128   # the erased box, grey
+        side = final["replace"].shape[1]   # shown beside the fills at their size
+        Image.fromarray(masked).resize((side, side), Image.NEAREST).save(out / "inpainting" / "masked" / f"{i:04d}.png")
+        paths["masked"].append(f"inpainting/masked/{i:04d}.png")
+    e = ctx.run.evaluate
+    classifier = SceneClassifier.load(e.scene_classifier) if e and e.scene_classifier else None
+    table = inpainting_table(tasks, low, final, originals, classifier)
+    table["prompts"] = [t.prompt for t in tasks]
+    table["images"] = paths
+    table["settings"] = {"steps": p.steps, "guidance": c.guidance, "seed": c.seed, "upsampled": bool(upsampler),
+                         "scene_classifier": e.scene_classifier if classifier else None}
+    return table
+
+
 def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
     from evaluation.category_draws import category_draw_rates
-    from evaluation.claims import clip_guidance_claim, fewer_steps_claim, filtering_claim, guidance_claim
+    from evaluation.claims import (clip_guidance_claim, fewer_steps_claim, filtering_claim, guidance_claim,
+                                   inpainting_claim)
     from evaluation.claims_page import CLAIMS_FILE, build_claims_page
     from pipeline.provenance import git_state
     from pipeline.run.stages import CLAIMS, EVALUATION, FILTERS, model
@@ -122,7 +181,7 @@ def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
     out = Path(writes[CLAIMS])
     out.mkdir(parents=True, exist_ok=True)
     data = {"command": "glide " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"glide run {ctx.config_file}",
-            "commit": git_state()["commit"], "claims": {}, "missing": dict(NOT_YET), "draws": {}}
+            "commit": git_state()["commit"], "claims": {}, "missing": {}, "draws": {}}
 
     evaluation = reads.get(EVALUATION)
     if evaluation:
@@ -161,6 +220,14 @@ def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
                                                       _filters_fit(reads.get(FILTERS)))
     else:
         data["missing"]["filtering"] = "the pipeline trains no unfiltered base (run.train.base-unfiltered)"
+
+    inpaint = reads.get(model("inpaint"))
+    if inpaint:
+        table = _inpainting(ctx, reads[model("base")], inpaint, out, upsampler)
+        data["inpainting"] = table
+        data["claims"]["inpainting"] = inpainting_claim(table)
+    else:
+        data["missing"]["inpainting"] = "the pipeline trains no inpainting model (run.train.inpaint)"
 
     if c.fewer_steps is None:
         data["missing"]["fewer_steps"] = "run.claims.fewer_steps is null"

@@ -136,6 +136,21 @@ class FewerStepsConfig(_Section):
         return value
 
 
+class InpaintingClaimConfig(_Section):
+    """Claim 4: the train-inpaint model (mode finetuned) and the pipeline's base (mode replace) fill the same
+    masks: a box over the shape of one-shape scenes from a world of the `sample_world` section with
+    `world_seed` (no stand-ins, no near misses), asked for another shape in another colour."""
+
+    images: PositiveInt = Field(32, description="masks (scenes) filled by each model")
+    world_seed: int = Field(333, description="seed of the scenes' world")
+    steps: str = Field("50", description="base sampling steps of the fills")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: str) -> str:
+        return _respacing(str(value))
+
+
 class ClaimsStageConfig(_Section):
     """The `claims` stage: the paper's claims measured on this pipeline's models, into OUT/claims
     (claims.json, index.html). Claim 1 reads the evaluate stage's report; claim 3 samples the filtered
@@ -149,6 +164,8 @@ class ClaimsStageConfig(_Section):
     detector: DetectorStageConfig = Field(default_factory=DetectorStageConfig)
     fewer_steps: Optional[FewerStepsConfig] = Field(default_factory=FewerStepsConfig,
                                                     description="claim 5's samplers (null: not measured)")
+    inpainting: InpaintingClaimConfig = Field(default_factory=InpaintingClaimConfig,
+                                              description="claim 4's masks (measured when run.train.inpaint is set)")
 
 
 class RunConfig(_Section):

@@ -381,7 +381,8 @@ def _claims_identity(ctx: Context) -> dict:
     if ctx.run.claims is None:
         return {"claims": None}
     identity = {"claims": ctx.run.claims.model_dump(mode="json")}
-    if not ctx.run.claims.detector.path:  # the detector's worlds are the sample_world section with other seeds
+    # the detector's worlds and the inpainting scenes are the sample_world section with other seeds
+    if not ctx.run.claims.detector.path or "inpaint" in ctx.run.train:
         identity["sample_world"] = _without(ctx.config.sample_world, "host", "port")
     return identity
 
@@ -467,7 +468,8 @@ STAGES: list[Stage] = [
           _evaluate_identity, _run_evaluate, _evaluate_external, optional_reads=(model("upsampler"), model("clip"))),
     Stage("claims", lambda ctx: ctx.run.claims is not None, (model("base"),), lambda ctx: {CLAIMS: ctx.local("claims")},
           _claims_identity, _run_claims, _claims_external,
-          optional_reads=(model("base-unfiltered"), model("upsampler"), EVALUATION, FILTERS), fresh_on_change=True),
+          optional_reads=(model("base-unfiltered"), model("upsampler"), model("inpaint"), EVALUATION, FILTERS),
+          fresh_on_change=True),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 
