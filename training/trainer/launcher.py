@@ -59,9 +59,18 @@ def prepare_run(cfg: TrainConfig) -> dict:
         verified = [str((latest / state_name(0)).resolve())]
     if cfg.init:
         verify_init_checkpoint(cfg.init, resuming=resume_dir is not None)  # a damaged --init fails here
+    tokenizer_dir = tokenizer_base_dir(cfg)
     return {"data_dir": data_dir, "run_dir": run_dir, "model_cfg": model_cfg, "resume_dir": resume_dir,
             "verified": verified, "start_step": start_step, "position": position, "init": cfg.init,
-            "tokenizer_dir": tokenizer_base_dir(cfg)}
+            "tokenizer_dir": tokenizer_dir, "caption_fit": _caption_fit(data_dir, model_cfg, tokenizer_dir)}
+
+
+def _caption_fit(data_dir: str, model_cfg, tokenizer_dir):
+    """How the dataset's first captions fit the model's text_ctx (training.data.caption_fit)."""
+    from training.data.caption_fit import caption_fit
+    from training.tokenizers import build_tokenizer
+
+    return caption_fit(data_dir, build_tokenizer(model_cfg.tokenizer, base_dir=tokenizer_dir), model_cfg.text_ctx)
 
 
 def epochs_needed(cfg: TrainConfig, rows: int, start_step: int) -> int:
@@ -134,6 +143,9 @@ def run_training(cfg: TrainConfig, run: dict | None = None, *, stream=None,
     where = f"resuming at step {run['start_step']}" if run["resume_dir"] else "from scratch"
     print(f"train: {cfg.kind} ({model_cfg.kind}, {model_cfg.image_size}px) on {cfg.workers} worker(s), "
           f"ZeRO-{cfg.zero_stage}, {cfg.precision}, {where} -> {run_dir}", file=stream, flush=True)
+    fit = run.get("caption_fit")
+    if fit is not None and fit.warning(cfg.data):
+        print(fit.warning(cfg.data), file=stream, flush=True)
     printer = DriverProgress(queue, cfg.max_steps, run["start_step"], stream).start()
     try:
         trainer.fit()
