@@ -144,7 +144,14 @@ def test_the_miniature_experiment_plans_its_full_and_quick_runs():
 
     path = Path(__file__).resolve().parent.parent / "configs" / "miniature.yaml"
     full, quick = load_config(path), load_config(path, quick=True)
-    assert full.run.stages == ["ingest", "embed", "label", "train-base", "train-base-unfiltered", "evaluate", "claims"]
+    assert full.run.stages == ["ingest", "embed", "label", "train-base", "train-base-unfiltered", "train-clip",
+                               "train-inpaint", "evaluate", "claims"]
     assert full.run.evaluate.guidance == [1, 2, 3, 4, 5] and full.sample_world.max_shapes == 2
+    assert full.run.evaluate.clip_guidance and full.run.evaluate.score_clip == "checkpoints/demo/clip"
+    assert full.run.train["clip"]["clip_mode"] == "noised" and full.train.model["base"] == "miniature-base"
     assert quick.train.max_steps["base"] < full.train.max_steps["base"] and quick.run.out != full.run.out
     assert quick.run.stages == full.run.stages
+    # the quick section shortens the CLIP and inpainting runs and keeps their other keys (merged key by key)
+    assert quick.run.train["clip"]["max_steps"] < full.run.train["clip"]["max_steps"]
+    assert quick.run.train["clip"]["model"] == "demo-noised-clip"
+    assert quick.run.claims.inpainting.images < full.run.claims.inpainting.images
