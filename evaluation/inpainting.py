@@ -2,21 +2,18 @@
 the Appendix E replacement mode of the plain base, scored for the seam at the mask's edge and for
 what is drawn inside it.
 
-    tasks = inpainting_tasks(world_dir, count=32, size=16, seed=0)     # one-shape scenes, a box over the shape
+    tasks = [InpaintingTask(image_path, box_mask(centre, radius, 16), prompt, caption), ...]
     seam(images, regenerate)            # per image: mean RGB step (0..1) across the mask's edge
     table = inpainting_table(tasks, {"finetuned": images_a, "replace": images_b}, classifier, low_res)
 
-A task takes a scene of the sample world with one shape and nothing else, erases a box over the shape,
-and asks for another shape in another colour on the same background ("a blue star on a green
-background" where a red circle was), so what the classifier reads inside the box says whether the
-caption was followed, and the background at the box's edge says whether the fill fits its surround.
+The claims stage's tasks (pipeline.inpainting_tasks) take a one-shape scene of the sample world, erase
+a box over the shape and ask for another shape in another colour on the same background ("a blue star
+on a green background" where a red circle was), so what the classifier reads inside the box says whether
+the caption was followed, and the background at the box's edge says whether the fill fits its surround.
 """
 from __future__ import annotations
 
-import json
-import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -38,31 +35,6 @@ def box_mask(position, radius: float, size: int) -> np.ndarray:
     inside_x = np.abs(centres - position[0]) <= half
     inside_y = np.abs(centres - position[1]) <= half
     return inside_y[:, None] & inside_x[None, :]
-
-
-def inpainting_tasks(world: Path, count: int, size: int, seed: int = 0) -> list[InpaintingTask]:
-    """`count` tasks from a sample world's one-shape scenes without stand-ins or near misses."""
-    import pyarrow.parquet as pq
-
-    from pipeline.sample_world import PALETTE, SHAPE_KINDS, describe_scene
-
-    rng = random.Random(seed)
-    rows = pq.read_table(Path(world) / "truth.parquet").to_pylist()
-    tasks = []
-    for row in rows:
-        scene = json.loads(row["scene"])
-        if len(scene["shapes"]) != 1 or scene["glyphs"] or scene["distractors"]:
-            continue
-        shape = scene["shapes"][0]
-        colour = rng.choice([c for c in PALETTE if c not in (scene["background"], shape["colour"])])
-        kind = rng.choice([k for k in SHAPE_KINDS if k != shape["kind"]])
-        wanted = {**scene, "shapes": [{**shape, "colour": colour, "kind": kind}]}
-        tasks.append(InpaintingTask(image=str(Path(world) / row["path"]),
-                                    regenerate=box_mask(shape["position"], shape["radius"], size),
-                                    prompt=describe_scene(wanted), original_caption=row["caption"]))
-        if len(tasks) == count:
-            return tasks
-    raise ValueError(f"{world}: {len(tasks)} one-shape scenes without stand-ins, {count} needed")
 
 
 def seam(images: np.ndarray, regenerate: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from evaluation.claims import inpainting_claim
-from evaluation.inpainting import box_mask, inpainting_table, inpainting_tasks, seam
+from evaluation.inpainting import box_mask, inpainting_table, seam
+from pipeline.inpainting_tasks import inpainting_tasks
 from evaluation.scene_attributes import attributes_of_caption
 
 

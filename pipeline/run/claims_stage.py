@@ -117,7 +117,8 @@ def _inpainting(ctx, base: str, inpaint: str, out: Path, upsampler: str | None) 
     import numpy as np
     from PIL import Image
 
-    from evaluation.inpainting import inpainting_table, inpainting_tasks
+    from evaluation.inpainting import inpainting_table
+    from pipeline.inpainting_tasks import inpainting_tasks
     from evaluation.scene_classifier import SceneClassifier
     from pipeline.sample_world import generate_world
     from training.sampling.images import load_image, to_uint8
