@@ -43,7 +43,8 @@ from typing import Optional
 
 from filtering.labels.ground_truth import CATEGORIES
 
-COLOUR_GAIN = 0.1          # claim 1: guidance's colour-accuracy gain the issue asks for
+COLOUR_GAIN = 0.1          # claim 1: guidance's colour-accuracy gain the issue asks for ...
+COLOUR_GAIN_AT = 3.0       # ... from the lowest scale to this one (the highest when the sweep lacks it)
 MAX_FILTERED = 0.01        # claim 3: the filtered model's rate per category ...
 MIN_UNFILTERED = 0.30      # ... and the unfiltered one's
 ACCURACY_SLACK = 0.05      # claim 5: how far below the 250-step sampler's accuracy a fewer-step one may fall ...
@@ -54,7 +55,8 @@ def _check(name: str, holds: bool, detail: str) -> dict:
     return {"check": name, "holds": bool(holds), "detail": detail}
 
 
-def guidance_claim(metrics: dict, settings: dict, colour_gain: float = COLOUR_GAIN) -> dict:
+def guidance_claim(metrics: dict, settings: dict, colour_gain: float = COLOUR_GAIN,
+                   colour_gain_at: float = COLOUR_GAIN_AT) -> dict:
     """Claim 1 from an evaluation report's metrics.json and settings.json (classifier-free settings only)."""
     scales = sorted((float(settings[name]["guidance"]), name) for name in metrics["settings"]
                     if name in settings and settings[name].get("clip_guidance") is None)
@@ -69,14 +71,15 @@ def guidance_claim(metrics: dict, settings: dict, colour_gain: float = COLOUR_GA
                      "all_attributes": acc.get("all"), "precision": m.get("precision"), "recall": m.get("recall"),
                      "fid": m.get("fid"), "inception_score": m.get("inception_score"), "clip_score": m.get("clip_score")})
     low, high = rows[0], rows[-1]
+    at = next((r for r in rows if r["guidance"] == colour_gain_at), high)
     checks = []
-    if low["colour"] is None or high["colour"] is None:
+    if low["colour"] is None or at["colour"] is None:
         checks.append(_check("caption accuracy measured", False, "no caption accuracy (no scene classifier?)"))
     else:
-        gain = high["colour"] - low["colour"]
+        gain = at["colour"] - low["colour"]
         checks.append(_check(f"colour accuracy gains >= {colour_gain:g} from guidance {low['guidance']:g} to "
-                             f"{high['guidance']:g}", gain >= colour_gain,
-                             f"{low['colour']:.3f} -> {high['colour']:.3f} ({gain:+.3f})"))
+                             f"{at['guidance']:g}", gain >= colour_gain,
+                             f"{low['colour']:.3f} -> {at['colour']:.3f} ({gain:+.3f})"))
     for key, rises in (("precision", True), ("recall", False)):
         a, b = low[key], high[key]
         if a is None or b is None:

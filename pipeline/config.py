@@ -96,6 +96,10 @@ class SampleWorldConfig(Section):
         0.15, ge=0, le=1, description="fraction of images with near-miss look-alikes (fork, pen, snowman, plus sign...)"
     )
     png_fraction: float = Field(0.1, ge=0, le=1, description="fraction of images stored as PNG instead of JPEG")
+    standin_scale: float = Field(
+        1.0, ge=0.5, le=3, description="size of the stand-ins and near misses, times the default (bigger for worlds "
+        "trained at a few pixels, where a default stand-in is a smudge)"
+    )
     bad_rows: bool = Field(True, description="add 404s, a non-image, a truncated JPEG, an oversized image, a slow URL")
     host: str = Field("127.0.0.1", description="address the sample-world server binds to")
     port: int = Field(0, ge=0, le=65535, description="port of the server (0: any free port)")

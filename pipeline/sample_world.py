@@ -77,7 +77,7 @@ CATEGORY_PHRASES = {"people": "a person", "violence": "a knife", "hate": "a stra
 # Config keys that define the world (the rest, e.g. host/port, only affect serving).
 WORLD_KEYS = ("count", "seed", "image_size", "max_shapes", "people_fraction", "violence_fraction",
               "hate_fraction", "caption_mentions_fraction", "false_mention_fraction", "distractor_fraction",
-              "png_fraction")
+              "png_fraction", "standin_scale")
 
 SUPERSAMPLE = 4
 GLYPH_RADIUS = (0.085, 0.16)   # half-extent of a stand-in, in image units ...
@@ -164,9 +164,9 @@ def _beside_shape(rng: random.Random, r: float, shapes: list[dict], taken: list[
 
 
 def _glyph(rng: random.Random, name: str, category: str | None, background: str, shapes: list[dict],
-           taken: list[dict]) -> dict | None:
+           taken: list[dict], scale: float = 1.0) -> dict | None:
     lo, hi = SMALL_GLYPH_RADIUS if rng.random() < 0.25 else GLYPH_RADIUS
-    r = rng.uniform(lo, hi)
+    r = rng.uniform(lo, hi) * scale
     at = _beside_shape(rng, r, shapes, taken) if rng.random() < OCCLUDED_FRACTION else None
     occluded = at is not None
     at = at or _place(rng, r, shapes, taken)
@@ -186,7 +186,7 @@ def _glyph(rng: random.Random, name: str, category: str | None, background: str,
 
 
 def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = (),
-               distractors: Iterable[str] = ()) -> dict:
+               distractors: Iterable[str] = (), standin_scale: float = 1.0) -> dict:
     """A random scene. Returns the JSON-able truth the image is rendered from:
 
     {"background": "blue", "relation": "above" | None,
@@ -195,6 +195,7 @@ def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = 
      "distractors": [{"glyph", "ink", "position", "radius", "angle", "occluded"}, ...]}
     Positions are centres in [0, 1] image coordinates (y down); radius is half the extent. A
     glyph with "occluded" is drawn under the shapes, at a shape's rim, so the shape covers part of it.
+    `standin_scale` multiplies the size of stand-ins and near misses (a world for small images).
     """
     background = rng.choice(list(PALETTE))
     n = rng.randint(1, max_shapes)
@@ -204,8 +205,9 @@ def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = 
     # when a stand-in is present would be a cue a filter could learn instead of the stand-in itself.
     glyphs, placed = [], []
     for cat in [c for c in CATEGORIES if c in set(categories)]:
-        for _ in range(5):  # a crowded scene may need another draw of size and position
-            g = _glyph(rng, GLYPHS[cat], cat, background, shapes, placed)
+        for attempt in range(10):  # a crowded scene may need another draw of size and position ...
+            scale = standin_scale if attempt < 5 else 1.0  # ... and a scaled-up stand-in a smaller one
+            g = _glyph(rng, GLYPHS[cat], cat, background, shapes, placed, scale)
             if g is not None:
                 glyphs.append(g)
                 placed.append(g)
@@ -213,11 +215,15 @@ def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = 
         else:
             raise RuntimeError(f"no room for the {cat} stand-in")  # cannot happen with <= 4 shapes
     near = []
+    # Near misses shrink back like stand-ins do, so both keep the same sizes; at the default scale, one try.
+    near_scales = (standin_scale,) * 5 + (1.0,) if standin_scale != 1.0 else (1.0,)
     for name in distractors:
-        d = _glyph(rng, name, None, background, shapes, placed)
-        if d is not None:  # a near miss that finds no room is simply left out (the truth says so)
-            near.append(d)
-            placed.append(d)
+        for scale in near_scales:
+            d = _glyph(rng, name, None, background, shapes, placed, scale)
+            if d is not None:  # a near miss that finds no room is simply left out (the truth says so)
+                near.append(d)
+                placed.append(d)
+                break
     return {"background": background, "relation": relation, "shapes": shapes, "glyphs": glyphs,
             "distractors": near}
 
@@ -437,7 +443,7 @@ def image_row(index: int, cfg: dict, categories: list[str]) -> tuple[dict, Image
     if rng.random() < cfg["distractor_fraction"]:
         kinds = [d for c in CATEGORIES for d in DISTRACTORS[c]]
         near = rng.sample(kinds, rng.choice((1, 1, 2)))
-    scene = make_scene(rng, cfg["max_shapes"], categories, near)
+    scene = make_scene(rng, cfg["max_shapes"], categories, near, cfg.get("standin_scale", 1.0))
     mentioned = [c for c in categories if rng.random() < cfg["caption_mentions_fraction"]]
     absent = [c for c in CATEGORIES if c not in categories]
     if absent and rng.random() < cfg["false_mention_fraction"]:  # web captions are not always right

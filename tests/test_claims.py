@@ -29,6 +29,17 @@ def test_guidance_claim_holds_when_colour_gains_and_precision_recall_trade():
     assert "0.500 -> 0.700 (+0.200)" in claim["checks"][0]["detail"]
 
 
+def test_the_colour_gain_is_measured_at_guidance_3_and_the_trade_across_the_whole_sweep():
+    # the bar: guidance 3 beats guidance 1 by 0.1, whatever guidance 5 does
+    claim = guidance_claim(*report({1: (0.50, 0.80, 0.60), 3: (0.65, 0.85, 0.55), 5: (0.52, 0.90, 0.50)}))
+    assert claim["holds"] and claim["checks"][0]["check"].endswith("from guidance 1 to 3")
+    claim = guidance_claim(*report({1: (0.50, 0.80, 0.60), 3: (0.55, 0.85, 0.55), 5: (0.80, 0.90, 0.50)}))
+    assert not claim["holds"] and "0.500 -> 0.550" in claim["checks"][0]["detail"]
+    claim = guidance_claim(*report({1: (0.50, 0.80, 0.60), 3: (0.70, 0.85, 0.55), 5: (0.80, 0.90, 0.65)}))
+    assert [c["holds"] for c in claim["checks"]] == [True, True, False]   # recall from 1 to 5
+    assert guidance_claim(*report({1: (0.5, 0.8, 0.6), 2: (0.62, 0.9, 0.5)}))["checks"][0]["check"].endswith("1 to 2")
+
+
 @pytest.mark.parametrize("points, failing", [
     ({1: (0.50, 0.80, 0.60), 3: (0.55, 0.90, 0.50)}, 0),   # colour gains only 0.05
     ({1: (0.50, 0.90, 0.60), 3: (0.70, 0.80, 0.50)}, 1),   # precision falls

@@ -158,6 +158,30 @@ def test_max_shapes_one_gives_one_big_centred_shape(tmp_path):
         assert shape["radius"] == 0.3 and all(abs(p - 0.5) < 0.05 for p in shape["position"])
 
 
+def test_standin_scale_draws_bigger_standins_and_near_misses_and_keeps_every_one(tmp_path):
+    # a world for a 16px model: at the default size a stand-in is a smudge of a few pixels
+    def sizes(rows, key):
+        return [g["radius"] for r in rows for g in json.loads(r["scene"])[key]]
+
+    kw = dict(count=150, max_shapes=2, distractor_fraction=0.5, bad_rows=False)
+    plain = truth(generate_world(cfg(**kw), tmp_path / "plain").root)
+    big = truth(generate_world(cfg(**kw, standin_scale=2.0), tmp_path / "big").root)
+    for key in ("glyphs", "distractors"):
+        assert sum(sizes(big, key)) / len(sizes(big, key)) > 1.5 * sum(sizes(plain, key)) / len(sizes(plain, key))
+    # every image asked for a category still carries its stand-in (a crowded scene falls back to a smaller one)
+    for r in big:
+        drawn = {g["category"] for g in json.loads(r["scene"])["glyphs"]}
+        assert drawn == {c for c in CATEGORIES if r[c]}, r["image_id"]
+        img = Image.open(tmp_path / "big" / r["path"]).convert("RGB")
+        for shape in json.loads(r["scene"])["shapes"]:  # a bigger stand-in still leaves each shape its colour
+            x, y = shape["position"]
+            assert nearest_colour(img.getpixel((int(x * 96), int(y * 96)))) == shape["colour"], r["image_id"]
+    # the scale is part of the world: changing it regenerates, the default world is untouched by the key
+    assert json.loads((tmp_path / "big" / "world.json").read_text())["config"]["standin_scale"] == 2.0
+    with pytest.raises(ValueError):
+        cfg(standin_scale=5)
+
+
 def test_two_thousand_images_take_seconds(tmp_path):
     t0 = time.process_time()  # CPU time of this (single) process: fair on a machine shared with other work
     info = generate_world(SampleWorldConfig(count=2000, image_size=128), tmp_path)
