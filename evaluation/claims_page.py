@@ -133,6 +133,12 @@ def build_claims_page(out: Path) -> Path:
             name = f"grids/{model}-{category}.png"
             sample_grid(out, paths[:GRID_SAMPLES], out / name)
             grids.append({"model": model, "category": category, "file": name})
+    guidance_grids = []
+    samples = data.get("guidance_samples") or {}
+    for name, paths in (samples.get("settings") or {}).items():
+        file = f"grids/guidance-{name}.png"
+        sample_grid(out, paths[:GRID_SAMPLES], out / file)
+        guidance_grids.append({"setting": name, "file": file})
     inpaint_grids = []
     for key, label in (("masked", "the masks (grey: erased)"), ("finetuned", "fine-tuned for inpainting"),
                        ("replace", "base, replacement mode")):
@@ -148,7 +154,8 @@ def build_claims_page(out: Path) -> Path:
                                              draw_plot="plots/draw-rates.png" if filtering else None, grids=grids,
                                              steps_plot="plots/fewer-steps.png" if fewer_steps else None,
                                              clip_plot="plots/clip-guidance.png" if clip_guidance else None,
-                                             inpaint_grids=inpaint_grids)
+                                             inpaint_grids=inpaint_grids, guidance_grids=guidance_grids,
+                                             guidance_prompts=(samples.get("prompts") or [])[:GRID_SAMPLES])
     page = out / "index.html"
     sh.write_bytes_atomic(str(page), html.encode())
     return page

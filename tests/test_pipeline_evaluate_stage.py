@@ -152,6 +152,13 @@ def test_the_claims_stage_measures_clip_guidance_inpainting_and_fewer_steps(eval
     page = (out / "claims" / "index.html").read_text()
     assert 'id="fewer-steps-table"' in page and 'id="clip-guidance-table"' in page and 'id="inpainting-table"' in page
     assert (out / "claims" / "grids" / "inpainting-replace.png").is_file()
+    # claim 1's grids: the evaluate report's samples, the same prompts and seeds at every scale
+    samples = data["guidance_samples"]
+    assert set(samples["settings"]) == {"guidance-1", "guidance-3", "guidance-1-clip-2"}
+    assert len({len(paths) for paths in samples["settings"].values()}) == 1 and samples["prompts"]
+    assert all((out / "claims" / p).is_file() for paths in samples["settings"].values() for p in paths)
+    assert 'src="grids/guidance-guidance-3.png"' in page and 'id="guidance-prompts"' in page
+    assert samples["prompts"][0]["prompt"] in page
     assert (out / "claims" / "plots" / "fewer-steps.png").is_file() and (out / "claims" / "plots" / "clip-guidance.png").is_file()
     assert "claim fewer_steps: " in printed and "claim clip_guidance: " in printed and "claim inpainting: " in printed
 

@@ -9,7 +9,8 @@ def register(subparsers, common) -> None:
     p = subparsers.add_parser(
         "run", parents=[common], help="run a whole pipeline: the stages its config names, skipping finished ones",
         description="Run the stages PIPELINE.yaml names (ingest, embed, label or fit-filters + filter, train-base, "
-                    "train-upsampler, sample, evaluate), in order, each stage's output the next one's input, every stage "
+                    "train-upsampler, train-base-unfiltered, train-clip, train-inpaint, sample, evaluate, claims), in "
+                    "order, each stage's output the next one's input, every stage "
                     "the real `glide` command in one Ray session. A stage is reused when its record in "
                     "OUT/pipeline-state holds the same resolved config and input digests and its output is "
                     "unchanged; a changed config or input reruns that stage and every stage after it.")

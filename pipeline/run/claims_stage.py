@@ -69,6 +69,32 @@ def _save_draws(images: dict, folder: Path, out: Path) -> dict[str, list[str]]:
     return paths
 
 
+def _guidance_samples(evaluation: Path, out: Path) -> dict:
+    """Claim 1's grids: the evaluate report's first samples of each setting (the same prompts and seeds in
+    each), copied under OUT/guidance-samples so the claims page stands alone."""
+    import shutil
+
+    from evaluation.report_page import grid_rows
+    from evaluation.sample_cache import read_index
+
+    index = read_index(evaluation)
+    settings = json.loads((evaluation / "settings.json").read_text())
+    found = {"settings": {}, "prompts": []}
+    for name, rows in grid_rows(index, list(settings)).items():
+        if not rows:
+            continue
+        folder = out / "guidance-samples" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, row in enumerate(rows):
+            target = folder / f"{i:04d}.png"
+            shutil.copyfile(evaluation / row["path"], target)
+            paths.append(str(target.relative_to(out)))
+        found["settings"][name] = paths
+        found["prompts"] = found["prompts"] or [{"prompt": r["prompt"], "seed": r["seed"]} for r in rows]
+    return found
+
+
 def _filters_fit(filters: str | None) -> dict:
     """{filter: its fit figures} from a fit-filters folder (nothing without one)."""
     if not filters:
@@ -189,6 +215,7 @@ def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
         metrics = json.loads((Path(evaluation) / "metrics.json").read_text())
         settings = json.loads((Path(evaluation) / "settings.json").read_text())
         data["evaluation"] = {"metrics": metrics, "settings": settings}
+        data["guidance_samples"] = _guidance_samples(Path(evaluation), out)
         try:
             data["claims"]["guidance"] = guidance_claim(metrics, settings)
         except ValueError as e:
