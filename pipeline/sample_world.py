@@ -185,6 +185,16 @@ def _glyph(rng: random.Random, name: str, category: str | None, background: str,
     return item
 
 
+def _first_fit(rng: random.Random, name: str, category: str | None, background: str, shapes: list[dict],
+               taken: list[dict], scales: Iterable[float]) -> dict | None:
+    """The first glyph that finds room, one draw of size and position per scale tried."""
+    for scale in scales:
+        g = _glyph(rng, name, category, background, shapes, taken, scale)
+        if g is not None:
+            return g
+    return None
+
+
 def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = (),
                distractors: Iterable[str] = (), standin_scale: float = 1.0) -> dict:
     """A random scene. Returns the JSON-able truth the image is rendered from:
@@ -204,26 +214,22 @@ def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = 
     # Stand-ins and near misses go among the shapes, never moving them: a scene laid out differently
     # when a stand-in is present would be a cue a filter could learn instead of the stand-in itself.
     glyphs, placed = [], []
+    # A crowded scene may need another draw of size and position, and a scaled-up stand-in a smaller one.
+    standin_scales = (standin_scale,) * 5 + (1.0,) * 5
     for cat in [c for c in CATEGORIES if c in set(categories)]:
-        for attempt in range(10):  # a crowded scene may need another draw of size and position ...
-            scale = standin_scale if attempt < 5 else 1.0  # ... and a scaled-up stand-in a smaller one
-            g = _glyph(rng, GLYPHS[cat], cat, background, shapes, placed, scale)
-            if g is not None:
-                glyphs.append(g)
-                placed.append(g)
-                break
-        else:
+        g = _first_fit(rng, GLYPHS[cat], cat, background, shapes, placed, standin_scales)
+        if g is None:
             raise RuntimeError(f"no room for the {cat} stand-in")  # cannot happen with <= 4 shapes
+        glyphs.append(g)
+        placed.append(g)
     near = []
     # Near misses shrink back like stand-ins do, so both keep the same sizes; at the default scale, one try.
     near_scales = (standin_scale,) * 5 + (1.0,) if standin_scale != 1.0 else (1.0,)
     for name in distractors:
-        for scale in near_scales:
-            d = _glyph(rng, name, None, background, shapes, placed, scale)
-            if d is not None:  # a near miss that finds no room is simply left out (the truth says so)
-                near.append(d)
-                placed.append(d)
-                break
+        d = _first_fit(rng, name, None, background, shapes, placed, near_scales)
+        if d is not None:  # a near miss that finds no room is simply left out (the truth says so)
+            near.append(d)
+            placed.append(d)
     return {"background": background, "relation": relation, "shapes": shapes, "glyphs": glyphs,
             "distractors": near}
 
@@ -443,7 +449,7 @@ def image_row(index: int, cfg: dict, categories: list[str]) -> tuple[dict, Image
     if rng.random() < cfg["distractor_fraction"]:
         kinds = [d for c in CATEGORIES for d in DISTRACTORS[c]]
         near = rng.sample(kinds, rng.choice((1, 1, 2)))
-    scene = make_scene(rng, cfg["max_shapes"], categories, near, cfg.get("standin_scale", 1.0))
+    scene = make_scene(rng, cfg["max_shapes"], categories, near, cfg["standin_scale"])
     mentioned = [c for c in categories if rng.random() < cfg["caption_mentions_fraction"]]
     absent = [c for c in CATEGORIES if c not in categories]
     if absent and rng.random() < cfg["false_mention_fraction"]:  # web captions are not always right

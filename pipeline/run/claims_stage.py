@@ -69,7 +69,7 @@ def _save_draws(images: dict, folder: Path, out: Path) -> dict[str, list[str]]:
     return paths
 
 
-def _guidance_samples(evaluation: Path, out: Path) -> dict:
+def _guidance_samples(evaluation: Path, settings: dict, out: Path) -> dict:
     """Claim 1's grids: the evaluate report's first samples of each setting (the same prompts and seeds in
     each), copied under OUT/guidance-samples so the claims page stands alone."""
     import shutil
@@ -78,7 +78,6 @@ def _guidance_samples(evaluation: Path, out: Path) -> dict:
     from evaluation.sample_cache import read_index
 
     index = read_index(evaluation)
-    settings = json.loads((evaluation / "settings.json").read_text())
     found = {"settings": {}, "prompts": []}
     for name, rows in grid_rows(index, list(settings)).items():
         if not rows:
@@ -144,8 +143,8 @@ def _inpainting(ctx, base: str, inpaint: str, out: Path, upsampler: str | None) 
     from PIL import Image
 
     from evaluation.inpainting import inpainting_table
-    from pipeline.inpainting_tasks import inpainting_tasks
     from evaluation.scene_classifier import SceneClassifier
+    from pipeline.inpainting_tasks import inpainting_tasks
     from pipeline.sample_world import generate_world
     from training.sampling.images import load_image, to_uint8
     from training.sampling.session import SampleSettings, SamplingSession, SessionConfig
@@ -215,7 +214,7 @@ def run_claims(ctx, reads: dict, writes: dict, upsampler: str | None) -> None:
         metrics = json.loads((Path(evaluation) / "metrics.json").read_text())
         settings = json.loads((Path(evaluation) / "settings.json").read_text())
         data["evaluation"] = {"metrics": metrics, "settings": settings}
-        data["guidance_samples"] = _guidance_samples(Path(evaluation), out)
+        data["guidance_samples"] = _guidance_samples(Path(evaluation), settings, out)
         try:
             data["claims"]["guidance"] = guidance_claim(metrics, settings)
         except ValueError as e:
