@@ -68,6 +68,7 @@ SHAPE_KINDS = ("circle", "square", "triangle", "star", "diamond", "hexagon")
 SIZES = ("small", "large")
 RELATIONS = ("to the left of", "to the right of", "above", "below")
 CATEGORIES = ("people", "violence", "hate")
+INK_CONTRAST = 70  # least luminance difference between an item's ink and what it is drawn on
 GLYPHS = {"people": "stick_figure", "violence": "blade", "hate": "marker"}
 # Near misses: look-alikes of each category's stand-in that are not it (negatives a filter must pass).
 DISTRACTORS = {"people": ("snowman", "lamp_post"), "violence": ("fork", "pen"),
@@ -122,20 +123,26 @@ def _layout_shapes(rng: random.Random, n: int, colours: list[str]) -> tuple[list
                    cell * (0.42 if sizes[k] == "large" else 0.27)) for k in range(n)], None
 
 
-def _ink(background: str) -> str:
-    """Black or white, whichever stands out on `background`."""
-    r, g, b = PALETTE[background]
-    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 110 else "white"
+def _luminance(colour: str) -> float:
+    r, g, b = PALETTE[colour]
+    return 0.299 * r + 0.587 * g + 0.114 * b
 
 
-def _contrasting_ink(rng: random.Random, background: str) -> str:
-    """A palette colour that stands out on `background` (luminance apart), never the background."""
-    def lum(c: str) -> float:
-        r, g, b = PALETTE[c]
-        return 0.299 * r + 0.587 * g + 0.114 * b
+def _contrasting_ink(rng: random.Random, background: str, beneath: Iterable[str] = ()) -> str:
+    """A palette colour that stands out (luminance apart) on `background` and on every colour in
+    `beneath` (the shapes the item overlaps): a stick figure drawn gray on a gray square is in the
+    truth but in no pixel, a positive no labeller or filter could find. Where no colour is far enough
+    from all of them, the one farthest from the nearest."""
+    under = {background, *beneath}
+    choices = [c for c in PALETTE if all(abs(_luminance(c) - _luminance(u)) > INK_CONTRAST for u in under)]
+    if choices:
+        return rng.choice(choices)
+    return max(PALETTE, key=lambda c: min(abs(_luminance(c) - _luminance(u)) for u in under))
 
-    choices = [c for c in PALETTE if c != background and abs(lum(c) - lum(background)) > 70]
-    return rng.choice(choices or [_ink(background)])
+
+def _overlapped_colours(x: float, y: float, r: float, shapes: list[dict]) -> list[str]:
+    """Colours of the shapes whose extent meets an item of half-extent r at (x, y)."""
+    return [s["colour"] for s in shapes if math.hypot(x - s["position"][0], y - s["position"][1]) < s["radius"] + r]
 
 
 def _place(rng: random.Random, r: float, shapes: list[dict], taken: list[dict]) -> tuple[float, float] | None:
@@ -178,7 +185,8 @@ def _glyph(rng: random.Random, name: str, category: str | None, background: str,
         angle = rng.uniform(-15, 15)
     else:
         angle = 0.0
-    item = {"glyph": name, "ink": _contrasting_ink(rng, background), "position": [round(at[0], 4), round(at[1], 4)],
+    ink = _contrasting_ink(rng, background, _overlapped_colours(at[0], at[1], r, shapes))
+    item = {"glyph": name, "ink": ink, "position": [round(at[0], 4), round(at[1], 4)],
             "radius": round(r, 4), "angle": round(angle, 2), "occluded": occluded}
     if category is not None:
         item["category"] = category

@@ -116,3 +116,71 @@ def test_the_clean_step_uses_the_batch_s_caption_keys(clip_and_batch):
     positives = positives_matrix(keyed["described_keys"], keyed["text_keys"])
     torch.testing.assert_close(out["loss"], clip_contrastive_loss(logits, positives=positives))
     assert not torch.allclose(out["loss"], clip_contrastive_loss(logits))
+
+
+def test_sigmoid_loss_is_one_binary_decision_per_pair():
+    from training.nn.noised_clip import clip_sigmoid_loss
+
+    logits = torch.tensor([[3.0, -2.0], [1.0, 0.5]])
+    positives = torch.tensor([[True, False], [True, True]])
+    expected = -(torch.nn.functional.logsigmoid(torch.tensor([3.0, 2.0, 1.0, 0.5]))).sum() / 2
+    torch.testing.assert_close(clip_sigmoid_loss(logits, positives=positives), expected)
+    per_image = clip_sigmoid_loss(logits, positives=positives, reduction="none")
+    assert per_image.shape == (2,)
+    torch.testing.assert_close(per_image.mean(), expected)
+
+
+def test_sigmoid_loss_pulls_a_hard_positive_however_many_share_its_text():
+    """"with a knife" true of n images of the batch: softmax spreads one unit of target over them, so
+    the pull on one badly scored (small, covered) knife shrinks as 1/n; the sigmoid loss pulls it as
+    hard whatever n is, as a detector's loss does. That is why the demo's clean CLIP trains with it."""
+    from training.nn.noised_clip import clip_contrastive_loss, clip_sigmoid_loss
+
+    def pull_on_hard_positive(loss, n):
+        b = 16
+        logits = torch.zeros(b, b)
+        logits[:n, 0] = 5.0
+        logits[0, 0] = -5.0              # image 0: a knife the text "with a knife" (column 0) scores low
+        logits = logits.requires_grad_()
+        positives = torch.eye(b, dtype=torch.bool)
+        positives[:n, 0] = True
+        loss(logits, positives=positives).backward()
+        return -float(logits.grad[0, 0])
+
+    softmax = [pull_on_hard_positive(clip_contrastive_loss, n) for n in (2, 8)]
+    sigmoid = [pull_on_hard_positive(clip_sigmoid_loss, n) for n in (2, 8)]
+    assert softmax[1] < 0.8 * softmax[0]      # 0.035 against 0.047
+    assert sigmoid[1] == pytest.approx(sigmoid[0])
+    assert sigmoid[1] > 1.5 * softmax[1]       # 0.062
+
+
+def test_a_sigmoid_clip_learns_its_bias_and_trains_with_its_own_loss():
+    from training.factory import create_model
+    from training.model_config import load_model_config
+    from training.nn.noised_clip import clip_sigmoid_loss
+    from training.trainer.objectives import step_loss_fn
+    from training.diffusion import create_diffusion
+
+    cfg = load_model_config("tiny-clip")
+    cfg = cfg.model_copy(update={"extra": {**cfg.extra, "contrastive_loss": "sigmoid", "logit_scale": 10.0,
+                                           "learn_logit_scale": True}})
+    torch.manual_seed(0)
+    model = create_model(cfg, device="cpu")
+    assert "logit_bias" in model.state_dict() and model.logit_bias.requires_grad
+    assert model.logit_bias.item() == -10.0
+    x0 = torch.rand(2, 3, 32, 32) * 2 - 1
+    from training.nn.noised_clip import clip_tokens_and_mask
+    from training.tokenizers import build_tokenizer
+    tokens, mask = clip_tokens_and_mask(build_tokenizer(cfg), ["a red circle", "a blue square"], cfg.text_ctx)
+    t = torch.zeros(2, dtype=torch.long)
+    z = model.logit_scale_value() * model.encode_image(x0, t) @ model.encode_text(tokens, mask).T
+    torch.testing.assert_close(model(x0, t, tokens, mask), z - 10.0)
+    batch = {"x0": x0, "tokens": tokens, "mask": mask}
+    out = step_loss_fn("clip", clip_mode="clean", clip_loss="sigmoid")(
+        model, create_diffusion(cfg, timestep_respacing=""), batch, torch.Generator().manual_seed(0),
+        torch.device("cpu"))
+    torch.testing.assert_close(out["loss"], clip_sigmoid_loss(model(x0, t, tokens, mask), tokens))
+    out["loss"].backward()
+    assert model.logit_bias.grad is not None and float(model.logit_bias.grad) != 0.0
+    # a softmax CLIP keeps glide's state dict: no bias key
+    assert "logit_bias" not in create_model(load_model_config("tiny-clip"), device="cpu").state_dict()

@@ -182,6 +182,31 @@ def test_standin_scale_draws_bigger_standins_and_near_misses_and_keeps_every_one
         cfg(standin_scale=5)
 
 
+def test_every_standin_and_near_miss_stands_out_from_what_it_is_drawn_on(tmp_path):
+    """A stand-in inked in its shape's colour is a positive in the truth and in no pixel (a gray stick
+    figure on a gray square): no labeller or filter could find it. The ink keeps its luminance apart
+    from the background and from every shape the item overlaps, as far as the palette allows."""
+    def lum(c):
+        r, g, b = PALETTE[c]
+        return 0.299 * r + 0.587 * g + 0.114 * b
+
+    rows = truth(generate_world(cfg(count=200, max_shapes=2, distractor_fraction=0.5, people_fraction=0.4,
+                                    violence_fraction=0.4, bad_rows=False), tmp_path / "w").root)
+    checked = 0
+    for r in rows:
+        scene = json.loads(r["scene"])
+        for item in scene["glyphs"] + scene["distractors"]:
+            x, y = item["position"]
+            beneath = [scene["background"]] + [s["colour"] for s in scene["shapes"]
+                                               if ((x - s["position"][0]) ** 2 + (y - s["position"][1]) ** 2) ** 0.5
+                                               < s["radius"] + item["radius"]]
+            best = max(min(abs(lum(c) - lum(b)) for b in beneath) for c in PALETTE)
+            got = min(abs(lum(item["ink"]) - lum(b)) for b in beneath)
+            assert got > 70 or got == best, (r["image_id"], item, beneath)
+            checked += len(beneath) > 1
+    assert checked > 50  # items that do overlap a shape were among them
+
+
 def test_two_thousand_images_take_seconds(tmp_path):
     t0 = time.process_time()  # CPU time of this (single) process: fair on a machine shared with other work
     info = generate_world(SampleWorldConfig(count=2000, image_size=128), tmp_path)

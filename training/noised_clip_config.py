@@ -52,6 +52,13 @@ class NoisedClipConfig(BaseModel):
     # initial exp(logit_scale) (clamped at LOGIT_SCALE_MAX, as in CLIP)
     logit_scale: PositiveFloat = Field(100.0, le=LOGIT_SCALE_MAX)
     learn_logit_scale: bool = False  # glide keeps it fixed
+    # the contrastive loss: "softmax" (CLIP's InfoNCE, glide's) or "sigmoid" (SigLIP, Zhai et al. 2023:
+    # every image-text pair its own binary decision, sigmoid(scale * cos + bias)). With many positives
+    # per text ("with a knife" true of every knife image) softmax splits one unit of target over them
+    # and a hard positive (a small or covered stand-in) gets a share of it; sigmoid asks each of them
+    # to be a match on its own, as a detector's per-image loss does.
+    contrastive_loss: Literal["softmax", "sigmoid"] = "softmax"
+    logit_bias: float = -10.0  # initial bias of the sigmoid loss's logits (SigLIP's); learned; unused by softmax
 
     @model_validator(mode="after")
     def _check_patches(self) -> "NoisedClipConfig":

@@ -45,6 +45,27 @@ def clip_tokens_and_mask(tokenizer: Any, texts: Sequence[str], text_ctx: int
     return tokens, mask
 
 
+def _positive_pairs(logits: torch.Tensor, tokens: torch.Tensor | None,
+                    positives: torch.Tensor | None) -> torch.Tensor:
+    """[B_img, B_txt] float, 1 where text j is a positive of image i: `positives`, else rows with the
+    same tokens, else the diagonal."""
+    if positives is not None:
+        return positives.to(logits.dtype)
+    if tokens is not None:
+        return (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1).to(logits.dtype)
+    return torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype)
+
+
+def clip_sigmoid_loss(logits: torch.Tensor, tokens: torch.Tensor | None = None,
+                      reduction: str = "mean", positives: torch.Tensor | None = None) -> torch.Tensor:
+    """SigLIP's loss over a [B, B] logit matrix (scale * cos + bias): each pair a binary decision,
+    label 1 for the positive pairs (as `clip_contrastive_loss` finds them) and 0 elsewhere, summed
+    over texts and averaged over images (reduction "none": the per-image sums)."""
+    same = _positive_pairs(logits, tokens, positives)
+    per_image = F.binary_cross_entropy_with_logits(logits, same, reduction="none").sum(dim=1)
+    return per_image if reduction == "none" else per_image.mean()
+
+
 def clip_contrastive_loss(logits: torch.Tensor, tokens: torch.Tensor | None = None,
                           reduction: str = "mean", positives: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE over a [B, B] image-by-text logit matrix whose diagonal holds the pairs.
@@ -56,13 +77,7 @@ def clip_contrastive_loss(logits: torch.Tensor, tokens: torch.Tensor | None = No
     positives. Short captions repeat within a batch ("with a knife"), and as plain InfoNCE's negatives
     they would push apart images that share the very thing the caption names. With neither, or with
     only the diagonal positive, this is CLIP's loss."""
-    b = logits.shape[0]
-    if positives is not None:
-        same = positives.to(logits.dtype)
-    elif tokens is not None:
-        same = (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1).to(logits.dtype)
-    else:
-        same = torch.eye(b, device=logits.device, dtype=logits.dtype)
+    same = _positive_pairs(logits, tokens, positives)
     image_to_text = same / same.sum(dim=1, keepdim=True)
     text_to_image = (same / same.sum(dim=0, keepdim=True)).t()
     return 0.5 * (F.cross_entropy(logits, image_to_text, reduction=reduction)
@@ -94,6 +109,8 @@ class NoisedCLIP(nn.Module):
             n_head_state=config.n_head_state_text)
         self.logit_scale = nn.Parameter(torch.full((), math.log(config.logit_scale)),
                                         requires_grad=config.learn_logit_scale)
+        if config.contrastive_loss == "sigmoid":  # only then: softmax checkpoints keep glide's keys
+            self.logit_bias = nn.Parameter(torch.full((), float(config.logit_bias)))
 
     def logit_scale_value(self) -> torch.Tensor:
         """exp(logit_scale), clamped at CLIP's maximum of 100."""
@@ -121,10 +138,14 @@ class NoisedCLIP(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        """-> logits [B_img, B_txt] = exp(logit_scale) * cos(image_i, text_j)."""
+        """-> logits [B_img, B_txt] = exp(logit_scale) * cos(image_i, text_j) (+ logit_bias with the
+        sigmoid loss: then sigmoid(logits) is the model's probability that the text is true of the image)."""
         z_i = self.encode_image(x_t, t)
         z_t = self.encode_text(tokens, mask)
-        return self.logit_scale_value() * z_i @ z_t.t().to(z_i.dtype)
+        logits = self.logit_scale_value() * z_i @ z_t.t().to(z_i.dtype)
+        if self.clip_config.contrastive_loss == "sigmoid":
+            logits = logits + self.logit_bias.to(logits.dtype)
+        return logits
 
     def example_inputs(self, batch: int = 1) -> tuple[tuple, dict]:
         """Zero inputs of the right shapes on the current default device (parameter/FLOP counts)."""
@@ -138,12 +159,18 @@ class NoisedCLIP(nn.Module):
     def contrastive_loss(self, x_t: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
                          mask: torch.Tensor, positives: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLIP's symmetric cross-entropy on the batch's matching pairs (`clip_contrastive_loss`).
+        """The configured loss on the batch's matching pairs (`clip_loss_function`).
 
         Returns (loss scalar with grad, exp(logit_scale) detached, for logging).
         """
         logits = self(x_t, t, tokens, mask)
-        return clip_contrastive_loss(logits, tokens, positives=positives), self.logit_scale_value().detach()
+        loss = clip_loss_function(self.clip_config.contrastive_loss)
+        return loss(logits, tokens, positives=positives), self.logit_scale_value().detach()
+
+
+def clip_loss_function(name: str):
+    """"softmax" -> clip_contrastive_loss, "sigmoid" -> clip_sigmoid_loss (NoisedClipConfig.contrastive_loss)."""
+    return {"softmax": clip_contrastive_loss, "sigmoid": clip_sigmoid_loss}[name]
 
 
 def create_noised_clip(cfg: Any) -> NoisedCLIP:

@@ -55,7 +55,8 @@ class Trainer:
         self.diffusion = create_diffusion(model_cfg, timestep_respacing="")
         self.engine, self.scheduler = build_engine(model, cfg)
         self.ema = ParameterEMA(self.engine.module, cfg.ema_rate)
-        self.loss_fn = step_loss_fn(cfg.kind, cfg.p2_gamma, cfg.p2_k, cfg.clip_mode)  # cfg resolved per kind (launcher)
+        clip_loss = model.clip_config.contrastive_loss if cfg.kind == "clip" else "softmax"
+        self.loss_fn = step_loss_fn(cfg.kind, cfg.p2_gamma, cfg.p2_k, cfg.clip_mode, clip_loss)  # cfg resolved per kind (launcher)
         self.step = 0
         self.images_seen = 0
 

@@ -69,11 +69,12 @@ def diffusion_step_loss(model_fn, diffusion, batch: dict, generator: torch.Gener
 
 
 def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator, device,
-                   clean: bool = False) -> dict:
+                   clean: bool = False, loss: str = "softmax") -> dict:
     """Noised-CLIP contrastive loss of one micro-batch: logits = model(x_t, t, tokens, mask) [B, B].
-    clean: the clean CLIP's loss, on x0 at t = 0 (no noise drawn)."""
+    clean: the clean CLIP's loss, on x0 at t = 0 (no noise drawn); loss: the model's
+    contrastive_loss ("softmax" or "sigmoid")."""
     from training.data.caption_keys import positives_matrix
-    from training.nn.noised_clip import clip_contrastive_loss
+    from training.nn.noised_clip import clip_loss_function
 
     x0 = batch["x0"].to(device, torch.float32)
     b = x0.shape[0]
@@ -88,11 +89,12 @@ def clip_step_loss(model_fn, diffusion, batch: dict, generator: torch.Generator,
     positives = None
     if "described_keys" in batch:   # which texts are true of which images (training.data.caption_keys)
         positives = positives_matrix(batch["described_keys"], batch["text_keys"]).to(device)
-    per_example = clip_contrastive_loss(logits, tokens, reduction="none", positives=positives)  # per-t quartiles
+    per_example = clip_loss_function(loss)(logits, tokens, reduction="none", positives=positives)  # per-t quartiles
     return {"loss": per_example.mean(), "t": t, "losses": per_example.detach()}
 
 
-def step_loss_fn(kind: str, p2_gamma: float = 0.0, p2_k: float = 1.0, clip_mode: str = "noised"):
+def step_loss_fn(kind: str, p2_gamma: float = 0.0, p2_k: float = 1.0, clip_mode: str = "noised",
+                 clip_loss: str = "softmax"):
     if kind == "clip":
-        return functools.partial(clip_step_loss, clean=clip_mode == "clean")
+        return functools.partial(clip_step_loss, clean=clip_mode == "clean", loss=clip_loss)
     return functools.partial(diffusion_step_loss, p2_gamma=p2_gamma, p2_k=p2_k)
