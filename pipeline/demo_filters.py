@@ -49,10 +49,12 @@ class LabelPlan:
 # The paper labels people at random and finds violence and hate seeds by CLIP search; the first demo
 # CLIP's (ViT tower) text search found too few knives for that alone (290 of 900 after both rounds, 145 held out),
 # so the same 3000 random pairs are also labelled for violence and hate (one rater pass of a pair
-# answers every filter) before the searches add their seeds.
+# answers every filter) before the searches add their seeds. The queries are the ones the shipped
+# CLIP answers: its top 900 for "with a strange symbol" (the clause its captions use) are 69% hate
+# symbols, for "a strange symbol" 8%, under the world's 15% (a query worth trying before labelling).
 DEMO_PLAN = LabelPlan(
     random={"people": 3000, "violence": 3000, "hate": 3000},
-    searches={"violence": ("a knife",), "hate": ("a strange symbol",)},
+    searches={"violence": ("a knife",), "hate": ("with a strange symbol",)},
     per_query=900,
 )
 
