@@ -5,11 +5,16 @@
 
 Makes a sample world from --config with --seed and --count (the truth of every image known), embeds
 its images with each CLIP (the three-crop mean-pooled feature `glide embed` computes, on the images
-resized to the crawl's ingest size), and per category fits an RBF-SVM on a random half and scores the
-other half: ROC AUC, and the share of clean pairs (no category) removed at the threshold that misses
-1% of the positives. That share is what `glide fit-filters` at --target-fnr 0.01 would remove with
-unlimited labels, so it says whether a CLIP can meet the filters' bar (under 10%) at all. Ends with
-one JSON line {"benchmark": "clip_probe", "clips": {SPEC: {CATEGORY: {"auc", "clean_removed"}}}}.
+resized to the crawl's ingest size), and per category scores every image out of fold (an RBF-SVM,
+C 10, fitted on the other three of four stratified folds): ROC AUC, and the share of clean pairs (no
+category) removed at the threshold that misses 1% of the positives, and at 0.5% and 0.25%. The 1%
+share is what `glide fit-filters` at --target-fnr 0.01 would remove with unlimited labels, so it says
+whether a CLIP can meet the filters' bar (under 10%) at all; the 0.25% share is about what its
+no-miss rule on ~400 held-out positives asks for. Every image is scored once, so the quantiles rest
+on as many positives as the world has (a random half left the 1% quantile on 2-4 of them, and it
+swung by tens of points between neighbouring checkpoints). Ends with one JSON line {"benchmark":
+"clip_probe", "clips": {SPEC: {CATEGORY: {"auc", "clean_removed", "clean_removed_0.5%",
+"clean_removed_0.25%"}}}}.
 
 --ceiling N also trains the stand-in detector (evaluation.standin_detector, without blur) for N
 steps straight on the truth of another world (--ceiling-count images, seed --seed + 1), the three
@@ -47,29 +52,35 @@ def world_images(config: Path, seed: int, count: int, out: Path):
     return truth, images
 
 
+QUANTILES = {"clean_removed": TARGET_FNR, "clean_removed_0.5%": 0.005, "clean_removed_0.25%": 0.0025}
+FOLDS = 4
+
+
 def probe(features: np.ndarray, truth, seed: int = 0, fitted: np.ndarray | None = None) -> dict:
-    """Per category: an RBF-SVM fitted on a random half, scored on the other; `fitted` [N, 3]: scores
-    already made per category (the ceiling's), scored on the same half with no SVM."""
+    """Per category: every image's RBF-SVM score out of fold (fitted on the other folds); `fitted`
+    [N, 3]: scores already made per category (the ceiling's), used as they are."""
     from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
     from sklearn.svm import SVC
 
     from filtering.labels.ground_truth import CATEGORIES
 
-    order = np.random.default_rng(seed).permutation(len(features))
-    fit, score = order[: len(order) // 2], order[len(order) // 2:]
-    clean = ~truth[list(CATEGORIES)].to_numpy().any(axis=1)[score]
+    clean = ~truth[list(CATEGORIES)].to_numpy().any(axis=1)
     out = {}
     for cat in CATEGORIES:
         y = truth[cat].to_numpy()
         if fitted is not None:
-            s = fitted[score, list(CATEGORIES).index(cat)]
+            s = fitted[:, list(CATEGORIES).index(cat)]
         else:
-            svm = SVC(C=10, gamma="scale", class_weight="balanced").fit(features[fit], y[fit])
-            s = svm.decision_function(features[score])
-        positives = np.sort(s[y[score]])
-        threshold = positives[int(TARGET_FNR * len(positives))]    # fires on all but 1% of positives
-        out[cat] = {"auc": round(float(roc_auc_score(y[score], s)), 4),
-                    "clean_removed": round(float((s[clean] >= threshold).mean()), 4)}
+            s = np.zeros(len(y))
+            for fit, held in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(features, y):
+                svm = SVC(C=10, gamma="scale", class_weight="balanced").fit(features[fit], y[fit])
+                s[held] = svm.decision_function(features[held])
+        positives = np.sort(s[y])
+        out[cat] = {"auc": round(float(roc_auc_score(y, s)), 4)}
+        for key, q in QUANTILES.items():
+            threshold = positives[int(q * len(positives))]    # fires on all but a share q of positives
+            out[cat][key] = round(float((s[clean] >= threshold).mean()), 4)
     return out
 
 
@@ -105,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.ceiling:
             result["supervised-ceiling"] = supervised_ceiling(Path(args.config), args.seed + 1, args.ceiling_count,
                                                               args.ceiling, Path(tmp), images, truth)
-    print(f"{'CLIP':<48}" + "".join(f"{c + ' AUC / clean removed':>32}" for c in ("people", "violence", "hate")))
+    print("per category: ROC AUC / clean pairs removed where 1%, 0.5%, 0.25% of positives are missed")
+    print(f"{'CLIP':<48}" + "".join(f"{c:>41}" for c in ("people", "violence", "hate")))
     for spec in [*result, *args.clip]:
         if spec not in result:
             result[spec] = probe(load_clip_features(spec).encode_images(images).numpy(), truth)
-        print(f"{spec:<48}" + "".join(f"{r['auc']:>22.3f} / {100 * r['clean_removed']:5.1f}%" for r in result[spec].values()),
-              flush=True)
+        print(f"{spec:<48}" + "".join(f"{r['auc']:>18.3f} / " + " ".join(f"{100 * r[k]:5.1f}%" for k in QUANTILES)
+                                      for r in result[spec].values()), flush=True)
     print(json.dumps({"benchmark": "clip_probe", "seed": args.seed, "count": args.count, "clips": result}))
     return 0
 
