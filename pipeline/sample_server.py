@@ -24,7 +24,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from shards import UserError
-from pipeline.sample_world import derive_rng, encode, make_scene, read_world, render_scene
+from pipeline.sample_render import encode, render_scene
+from pipeline.sample_world import derive_rng, make_scene, read_world
 
 NOT_AN_IMAGE = (b"<!doctype html><html><head><title>Image moved</title></head><body>"
                 b"<h1>This image is no longer available</h1><p>Try our gallery instead.</p></body></html>\n")

@@ -14,7 +14,8 @@ SCENE = REPO / "checkpoints" / "demo" / "scene-classifier"
 def samples_folder(tmp_path, recoloured: int):
     """A `glide sample -o` folder of 8 one-shape scenes: base images right, the last `recoloured`
     upsampled ones drawn on another background (as an upsampler that drifts)."""
-    from pipeline.sample_world import PALETTE, describe_scene, make_scene, render_scene
+    from pipeline.sample_render import PALETTE, render_scene
+    from pipeline.sample_world import describe_scene, make_scene
 
     rng = random.Random(3)
     (tmp_path / "base").mkdir(parents=True)
