@@ -133,7 +133,7 @@ def test_sigmoid_loss_is_one_binary_decision_per_pair():
 def test_sigmoid_loss_pulls_a_hard_positive_however_many_share_its_text():
     """"with a knife" true of n images of the batch: softmax spreads one unit of target over them, so
     the pull on one badly scored (small, covered) knife shrinks as 1/n; the sigmoid loss pulls it as
-    hard whatever n is, as a detector's loss does. That is why the demo's clean CLIP trains with it."""
+    hard whatever n is, as a detector's loss does."""
     from training.nn.noised_clip import clip_contrastive_loss, clip_sigmoid_loss
 
     def pull_on_hard_positive(loss, n):
@@ -155,11 +155,12 @@ def test_sigmoid_loss_pulls_a_hard_positive_however_many_share_its_text():
 
 
 def test_a_sigmoid_clip_learns_its_bias_and_trains_with_its_own_loss():
+    from training.diffusion import create_diffusion
     from training.factory import create_model
     from training.model_config import load_model_config
-    from training.nn.noised_clip import clip_sigmoid_loss
+    from training.nn.noised_clip import clip_sigmoid_loss, clip_tokens_and_mask
+    from training.tokenizers import build_tokenizer
     from training.trainer.objectives import step_loss_fn
-    from training.diffusion import create_diffusion
 
     cfg = load_model_config("tiny-clip")
     cfg = cfg.model_copy(update={"extra": {**cfg.extra, "contrastive_loss": "sigmoid", "logit_scale": 10.0,
@@ -169,8 +170,6 @@ def test_a_sigmoid_clip_learns_its_bias_and_trains_with_its_own_loss():
     assert "logit_bias" in model.state_dict() and model.logit_bias.requires_grad
     assert model.logit_bias.item() == -10.0
     x0 = torch.rand(2, 3, 32, 32) * 2 - 1
-    from training.nn.noised_clip import clip_tokens_and_mask
-    from training.tokenizers import build_tokenizer
     tokens, mask = clip_tokens_and_mask(build_tokenizer(cfg), ["a red circle", "a blue square"], cfg.text_ctx)
     t = torch.zeros(2, dtype=torch.long)
     z = model.logit_scale_value() * model.encode_image(x0, t) @ model.encode_text(tokens, mask).T
