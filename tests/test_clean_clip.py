@@ -99,6 +99,25 @@ def test_a_clause_true_of_an_image_captioned_otherwise_is_its_positive_too():
     assert clip_contrastive_loss(knife_to_one) < clip_contrastive_loss(knife_to_both)
 
 
+def test_each_item_a_caption_lists_after_with_is_a_positive_of_its_image_on_its_own():
+    """An image with a person and a knife is a positive of "with a knife": taken as one clause, the
+    list made it a negative, and with it a third to a half of the worlds' knife images."""
+    from training.data.caption_keys import caption_clauses, described_keys, positives_matrix, text_keys
+
+    three = "a red circle on a blue background, with a person, a knife and a strange symbol"
+    assert caption_clauses(three) == ["a red circle on a blue background", "with a person", "with a knife",
+                                      "with a strange symbol"]
+    captions = [three, "a green star on a red background, with a knife and a person",
+                "a blue square on a white background, with a strange symbol"]
+    texts = ["with a knife", "with a person", "with a strange symbol", "a blue square on a white background"]
+    positives = positives_matrix(torch.from_numpy(described_keys(captions)), torch.from_numpy(text_keys(texts)))
+    assert positives.tolist() == [[True, True, True, False],
+                                  [True, True, False, False],
+                                  [False, False, True, True]]
+    # commas outside a "with" list stay clauses of their own
+    assert caption_clauses("a big red circle, a small blue square") == ["a big red circle", "a small blue square"]
+
+
 def test_the_clean_step_uses_the_batch_s_caption_keys(clip_and_batch):
     from training.data.caption_keys import described_keys, positives_matrix, text_keys
     from training.nn.noised_clip import clip_contrastive_loss

@@ -255,6 +255,9 @@ def test_clip_captions_are_sometimes_one_of_their_clauses_decided_per_epoch_and_
     assert [training_caption(task, 1, f"{i:032x}", caption) for i in range(50)] != got[:50]  # another epoch
     assert training_caption(task, 0, "0" * 32, "a red circle on a blue background") == \
         "a red circle on a blue background"  # one clause: as it is
+    listed = "a red circle on a blue background, with a person and a knife"
+    assert {training_caption(task, 0, f"{i:032x}", listed) for i in range(400)} == \
+        {listed, "a red circle on a blue background", "with a person", "with a knife"}
     off = TrainTask(kind="clip", image_size=16, text_ctx=16, cfg_dropout=0.0, seed=3)
     assert {training_caption(off, 0, f"{i:032x}", caption) for i in range(200)} == {caption}
     # a config key for the CLIP only: the diffusion models keep their captions whole

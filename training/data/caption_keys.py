@@ -18,8 +18,25 @@ import numpy as np
 
 
 def caption_clauses(caption: str) -> list[str]:
-    """The comma-separated clauses of a caption, stripped; empty ones dropped."""
-    return [c.strip() for c in caption.split(",") if c.strip()]
+    """The clauses a caption entails: its comma-separated parts, stripped, except that a list after
+    "with" gives one clause per item ("..., with a person, a knife and a strange symbol" -> "with a
+    person", "with a knife", "with a strange symbol"). Each item is true of the image on its own: taken
+    as one clause, "with a person and a knife" made every image with a knife and a person a negative
+    of "with a knife", a third to a half of the knife images of the sample worlds."""
+    clauses: list[str] = []
+    listing = False   # inside a "with" list: a part not opening with "with" is its next item
+    for part in (p.strip() for p in caption.split(",")):
+        if not part:
+            continue
+        opens = part[:5].lower() == "with "
+        if opens or listing:
+            listing = True
+            items = part[5:] if opens else part
+            clauses += [f"{part[:4] if opens else 'with'} {item.strip()}"
+                        for item in items.split(" and ") if item.strip()]
+        else:
+            clauses.append(part)
+    return clauses
 
 
 def text_key(text: str) -> int:
