@@ -1,13 +1,15 @@
 """Drawing the sample world's scenes (`pipeline.sample_world.make_scene`) as images, and encoding them.
 
 The palette every scene's colour names refer to; shapes, stand-ins and near misses drawn 4x
-supersampled so edges are clean, items marked "occluded" under the shapes and the rest above them.
+supersampled so edges are clean, items marked "occluded" under the shapes and the rest above them;
+how much of an occluded item stays in view (`visible_fraction`).
 """
 from __future__ import annotations
 
 import io
 import math
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 # Named colours, far apart in RGB so names are unambiguous to a viewer and a model.
@@ -153,6 +155,32 @@ def render_scene(scene: dict, size: int) -> Image.Image:
             x, y = g["position"]
             _draw_glyph(draw, g, x * n, y * n, g["radius"] * n)
     return img.reduce(SUPERSAMPLE)
+
+
+_SENTINEL = (1, 2, 3)  # a background no item or shape is drawn in
+MASK_SIZE = 256        # resolution of visibility masks: fine enough for the smallest stand-in's strokes
+
+
+def _painted(draw_on) -> np.ndarray:
+    """bool [MASK_SIZE, MASK_SIZE]: the pixels `draw_on(draw, n)` paints on an empty canvas."""
+    img = Image.new("RGB", (MASK_SIZE, MASK_SIZE), _SENTINEL)
+    draw_on(ImageDraw.Draw(img), MASK_SIZE)
+    return (np.asarray(img) != _SENTINEL).any(axis=-1)
+
+
+def visible_fraction(glyph: dict, shapes: list[dict]) -> float:
+    """Share of an item's ink left showing when `shapes` are drawn over it (1.0 for an item drawn
+    above the shapes): what a viewer can see of it, not what the truth says is there."""
+    if not glyph.get("occluded"):
+        return 1.0
+    x, y = glyph["position"]
+    ink = _painted(lambda d, n: _draw_glyph(d, glyph, x * n, y * n, glyph["radius"] * n))
+
+    def draw_shapes(d, n):
+        for s in shapes:
+            _draw_shape(d, s["kind"], s["position"][0] * n, s["position"][1] * n, s["radius"] * n,
+                        PALETTE[s["colour"]])
+    return float((ink & ~_painted(draw_shapes)).sum() / max(1, ink.sum()))
 
 
 def encode(img: Image.Image, fmt: str) -> bytes:

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.sample_render import PALETTE, encode, render_scene
+from pipeline.sample_render import PALETTE, encode, render_scene, visible_fraction
 from shards import UserError, atomic_open, write_json_atomic
 
 WORLD_FORMAT = "glide-sample-world"
@@ -68,7 +68,9 @@ WORLD_KEYS = ("count", "seed", "image_size", "max_shapes", "people_fraction", "v
 
 GLYPH_RADIUS = (0.085, 0.16)   # half-extent of a stand-in, in image units ...
 SMALL_GLYPH_RADIUS = (0.06, 0.085)  # ... and of the one in four drawn small
-OCCLUDED_FRACTION = 0.25       # stand-ins partly covered by a shape
+OCCLUDED_FRACTION = 0.25       # stand-ins partly covered by a shape ...
+MIN_VISIBLE = 0.7              # ... which still shows this share of its ink: legs alone under a square are no
+                               # person a rater would see, yet the truth would call them one
 _IMAGE_NAME = re.compile(r"^\d{6,}\.(jpg|png)$")
 
 
@@ -141,8 +143,9 @@ def _place(rng: random.Random, r: float, shapes: list[dict], taken: list[dict]) 
     return None
 
 
-def _beside_shape(rng: random.Random, r: float, shapes: list[dict], taken: list[dict]):
-    """A centre where a shape covers part of the item: at the shape's rim, off its centre."""
+def _beside_shape(rng: random.Random, r: float, shapes: list[dict], taken: list[dict], shows_enough):
+    """A centre where a shape covers part of the item, at the shape's rim, off its centre, and
+    `shows_enough(x, y)` of it stays in view."""
     for _ in range(40):
         s = rng.choice(shapes)
         a = rng.uniform(0, 2 * math.pi)
@@ -150,26 +153,35 @@ def _beside_shape(rng: random.Random, r: float, shapes: list[dict], taken: list[
         x, y = s["position"][0] + d * math.cos(a), s["position"][1] + d * math.sin(a)
         inside = r * 0.6 <= x <= 1 - r * 0.6 and r * 0.6 <= y <= 1 - r * 0.6
         if inside and d > 1.1 * r and all(math.hypot(x - t["position"][0], y - t["position"][1]) > r + t["radius"]
-                                          for t in taken):
+                                          for t in taken) and shows_enough(x, y):
             return x, y
     return None
+
+
+def _item_angle(rng: random.Random, name: str) -> float:
+    if name in ("blade", "fork", "pen"):
+        return rng.uniform(-180, 180)
+    if name in ("cross", "plus_sign"):
+        return rng.uniform(-15, 15)
+    return 0.0
 
 
 def _glyph(rng: random.Random, name: str, category: str | None, background: str, shapes: list[dict],
            taken: list[dict], scale: float = 1.0) -> dict | None:
     lo, hi = SMALL_GLYPH_RADIUS if rng.random() < 0.25 else GLYPH_RADIUS
     r = rng.uniform(lo, hi) * scale
-    at = _beside_shape(rng, r, shapes, taken) if rng.random() < OCCLUDED_FRACTION else None
+    angle = _item_angle(rng, name)
+
+    def shows_enough(x: float, y: float) -> bool:
+        under = {"glyph": name, "ink": "black", "position": [round(x, 4), round(y, 4)], "radius": round(r, 4),
+                 "angle": round(angle, 2), "occluded": True} | ({"category": category} if category else {})
+        return visible_fraction(under, shapes) >= MIN_VISIBLE
+
+    at = _beside_shape(rng, r, shapes, taken, shows_enough) if rng.random() < OCCLUDED_FRACTION else None
     occluded = at is not None
     at = at or _place(rng, r, shapes, taken)
     if at is None:
         return None
-    if name in ("blade", "fork", "pen"):
-        angle = rng.uniform(-180, 180)
-    elif name in ("cross", "plus_sign"):
-        angle = rng.uniform(-15, 15)
-    else:
-        angle = 0.0
     ink = _contrasting_ink(rng, background, _overlapped_colours(at[0], at[1], r, shapes))
     item = {"glyph": name, "ink": ink, "position": [round(at[0], 4), round(at[1], 4)],
             "radius": round(r, 4), "angle": round(angle, 2), "occluded": occluded}
@@ -197,7 +209,8 @@ def make_scene(rng: random.Random, max_shapes: int, categories: Iterable[str] = 
      "glyphs": [{"category", "glyph", "ink", "position": [x, y], "radius", "angle", "occluded"}, ...],
      "distractors": [{"glyph", "ink", "position", "radius", "angle", "occluded"}, ...]}
     Positions are centres in [0, 1] image coordinates (y down); radius is half the extent. A
-    glyph with "occluded" is drawn under the shapes, at a shape's rim, so the shape covers part of it.
+    glyph with "occluded" is drawn under the shapes, at a shape's rim, so the shape covers part of it
+    (never more than 1 - MIN_VISIBLE of its ink).
     `standin_scale` multiplies the size of stand-ins and near misses (a world for small images).
     """
     background = rng.choice(list(PALETTE))

@@ -207,6 +207,41 @@ def test_every_standin_and_near_miss_stands_out_from_what_it_is_drawn_on(tmp_pat
     assert checked > 50  # items that do overlap a shape were among them
 
 
+def test_an_occluded_standin_or_near_miss_keeps_most_of_itself_in_view():
+    """A stick figure whose head and body a square covers is two legs: a positive in the truth that
+    no rater would call a person. Measured here from the rendered pixels (the scene with the item,
+    without it, and the item alone on the background), not by the generator's own mask."""
+    import numpy as np
+
+    from pipeline.sample_render import render_scene
+    from pipeline.sample_world import MIN_VISIBLE, derive_rng, make_scene
+
+    def pixels(scene):
+        return np.asarray(render_scene(scene, 192)).astype(int)
+
+    seen = []
+    for i in range(300):
+        rng = derive_rng(11, "occlusion-test", i)
+        scene = make_scene(rng, 2, ["people", "violence", "hate"], rng.sample(["snowman", "fork", "cross"], 2))
+        items = scene["glyphs"] + scene["distractors"]
+        for k, item in enumerate(items):
+            if not item["occluded"]:
+                continue
+            without = [g for j, g in enumerate(items) if j != k]
+            split = {"glyphs": [g for g in without if "category" in g],
+                     "distractors": [g for g in without if "category" not in g]}
+            shown = (pixels(scene) != pixels({**scene, **split})).any(-1).sum()
+            alone = {"background": scene["background"], "shapes": [], "distractors": [],
+                     "glyphs": [{**item, "occluded": False}]} if "category" in item else \
+                    {"background": scene["background"], "shapes": [], "glyphs": [],
+                     "distractors": [{**item, "occluded": False}]}
+            whole = (pixels(alone) != pixels({**alone, "glyphs": [], "distractors": []})).any(-1).sum()
+            seen.append(shown / whole)
+    assert len(seen) > 150
+    assert min(seen) >= MIN_VISIBLE - 0.08, sorted(seen)[:5]   # edge pixels count a little differently
+    assert np.mean(np.array(seen) < 0.9) > 0.15   # partly covered still: the shapes do hide something
+
+
 def test_two_thousand_images_take_seconds(tmp_path):
     t0 = time.process_time()  # CPU time of this (single) process: fair on a machine shared with other work
     info = generate_world(SampleWorldConfig(count=2000, image_size=128), tmp_path)
