@@ -168,19 +168,25 @@ def _painted(draw_on) -> np.ndarray:
     return (np.asarray(img) != _SENTINEL).any(axis=-1)
 
 
-def visible_fraction(glyph: dict, shapes: list[dict]) -> float:
-    """Share of an item's ink left showing when `shapes` are drawn over it (1.0 for an item drawn
-    above the shapes): what a viewer can see of it, not what the truth says is there."""
-    if not glyph.get("occluded"):
-        return 1.0
-    x, y = glyph["position"]
-    ink = _painted(lambda d, n: _draw_glyph(d, glyph, x * n, y * n, glyph["radius"] * n))
-
+def shapes_mask(shapes: list[dict]) -> np.ndarray:
+    """bool [MASK_SIZE, MASK_SIZE]: where `shapes` cover the picture."""
     def draw_shapes(d, n):
         for s in shapes:
             _draw_shape(d, s["kind"], s["position"][0] * n, s["position"][1] * n, s["radius"] * n,
                         PALETTE[s["colour"]])
-    return float((ink & ~_painted(draw_shapes)).sum() / max(1, ink.sum()))
+    return _painted(draw_shapes)
+
+
+def visible_fraction(glyph: dict, shapes: list[dict], covered: np.ndarray | None = None) -> float:
+    """Share of an item's ink left showing when `shapes` are drawn over it (1.0 for an item drawn
+    above the shapes): what a viewer can see of it, not what the truth says is there. `covered`:
+    `shapes_mask(shapes)` already made (one scene's candidates share it)."""
+    if not glyph.get("occluded"):
+        return 1.0
+    x, y = glyph["position"]
+    ink = _painted(lambda d, n: _draw_glyph(d, glyph, x * n, y * n, glyph["radius"] * n))
+    covered = shapes_mask(shapes) if covered is None else covered
+    return float((ink & ~covered).sum() / max(1, ink.sum()))
 
 
 def encode(img: Image.Image, fmt: str) -> bytes:

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.sample_render import PALETTE, encode, render_scene, visible_fraction
+from pipeline.sample_render import PALETTE, encode, render_scene, shapes_mask, visible_fraction
 from shards import UserError, atomic_open, write_json_atomic
 
 WORLD_FORMAT = "glide-sample-world"
@@ -171,11 +171,15 @@ def _glyph(rng: random.Random, name: str, category: str | None, background: str,
     lo, hi = SMALL_GLYPH_RADIUS if rng.random() < 0.25 else GLYPH_RADIUS
     r = rng.uniform(lo, hi) * scale
     angle = _item_angle(rng, name)
+    covered = None  # the shapes' mask, drawn at the first candidate and shared by the rest
 
     def shows_enough(x: float, y: float) -> bool:
+        nonlocal covered
+        if covered is None:
+            covered = shapes_mask(shapes)
         under = {"glyph": name, "ink": "black", "position": [round(x, 4), round(y, 4)], "radius": round(r, 4),
                  "angle": round(angle, 2), "occluded": True} | ({"category": category} if category else {})
-        return visible_fraction(under, shapes) >= MIN_VISIBLE
+        return visible_fraction(under, shapes, covered) >= MIN_VISIBLE
 
     at = _beside_shape(rng, r, shapes, taken, shows_enough) if rng.random() < OCCLUDED_FRACTION else None
     occluded = at is not None
